@@ -1,0 +1,38 @@
+# The two commands of the quick start: `make run` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench clean
+
+$(BIN)/python:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (or set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): $(BIN)/python setup.py pyproject.toml
+	$(BIN)/pip install -q '.[test]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+	@# reinstall our own code (not its dependencies) so twistd sees the current tree
+	$(BIN)/pip install -q --no-deps --force-reinstall . >/dev/null
+
+run: install
+	$(BIN)/twistd -n b2bua
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
+	PYTHONPATH=$(CURDIR) $(BIN)/python tools/run_tests.py tests
+
+bench: $(STAMP)
+	PYTHONPATH=$(CURDIR) $(BIN)/python bench/sip_parse.py
+
+clean:
+	rm -rf build *.egg-info _trial_temp

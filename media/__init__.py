@@ -1,0 +1,1 @@
+"""Media: RTP/RTCP relay, rtpengine client, media-server endpoint."""

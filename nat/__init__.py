@@ -1,0 +1,1 @@
+"""NAT traversal: detection, Contact fixing, keep-alives, STUN."""

@@ -1,0 +1,1 @@
+"""Built-in features, each a pluggy plugin on the core's hooks."""

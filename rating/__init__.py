@@ -1,0 +1,1 @@
+"""Rating and charging: tariffs, cost, balances, CDRs."""
