@@ -27,7 +27,9 @@ class SIPError(Exception):
     @ivar headers: extra header fields for the response, as (name, value).
     """
 
-    def __init__(self, code: int, reason: str, headers: list[tuple[str, str]] | None = None) -> None:
+    def __init__(
+        self, code: int, reason: str, headers: list[tuple[str, str]] | None = None
+    ) -> None:
         super().__init__(f"{code} {reason}")
         self.code = code
         self.reason = reason
