@@ -265,7 +265,10 @@ def parse_name_addr(text: str) -> NameAddress:
         gt = rest.find(">")
         if gt < 0:
             raise ParseError("unterminated <URI>")
-        uri = parse_uri(rest[1:gt])
+        inner = rest[1:gt]
+        if inner != inner.strip():
+            raise ParseError("whitespace inside <URI>")
+        uri = parse_uri(inner)
         tail = rest[gt + 1 :].strip()
         if tail and tail[0] != ";":
             raise ParseError(f"junk after <URI>: {tail[:40]!r}")

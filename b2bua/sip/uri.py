@@ -103,7 +103,11 @@ def parse_host(text: str) -> str:
         try:
             ipaddress.IPv6Address(text[1:-1])
         except ValueError:
-            raise ParseError(f"bad IPv6 reference {text!r}") from None
+            # RFC 5118 4.10: tolerate the three-colon form an old ABNF allowed
+            try:
+                ipaddress.IPv6Address(text[1:-1].replace(":::", "::", 1))
+            except ValueError:
+                raise ParseError(f"bad IPv6 reference {text[:60]!r}") from None
         return text
     if _IPV4.match(text):
         if any(int(p) > 255 for p in text.split(".")):
@@ -302,14 +306,12 @@ def _parse_sip(scheme: str, rest: str) -> URI:
             raise ParseError(f"port out of range {port_number}")
         return URI(scheme, user, host, port_number,
                    parse_params(ptext, "URI parameter") if ptext else Params())
-    rest, qmark, headers = rest.partition("?")
-    at = rest.rfind("@")
+    # '@' cannot appear unescaped after the userinfo (RFC 3261 25.1), while
+    # the user part may hold '?', ';' and '/': split at the first '@' first
+    at = rest.find("@")
     user = password = None
     if at >= 0:
         userinfo, rest = rest[:at], rest[at + 1 :]
-        if ";" in userinfo:
-            # a ';' in the user part is legal (user=phone numbers), keep it
-            pass
         user, pcolon, pw = userinfo.partition(":")
         if pcolon:
             password = pw
@@ -317,6 +319,7 @@ def _parse_sip(scheme: str, rest: str) -> URI:
             raise ParseError(f"bad user part in URI {userinfo[:40]!r}")
         if "%" in user:
             _check_escapes(user)
+    rest, qmark, headers = rest.partition("?")
     hostport, semi, ptext = rest.partition(";")
     if not hostport:
         raise ParseError("URI without host")

@@ -100,6 +100,10 @@ def validate_request(
         raise SIPError(400, _reason("Bad Request-URI", e)) from None
     if uri.scheme not in set(supported_schemes):
         raise SIPError(416, "Unsupported URI Scheme")
+    if uri.headers is not None:
+        raise SIPError(400, "Headers not allowed in the Request-URI")
+    if request.method == "REGISTER" and not request.to.uri.is_sip:
+        raise SIPError(400, "Address-of-record must be a SIP or SIPS URI")
     if check_max_forwards and max_forwards == 0 and request.method not in ("ACK", "CANCEL"):
         raise SIPError(483, "Too Many Hops")
     encodings = {e.lower() for e in supported_encodings}
