@@ -19,6 +19,9 @@ setup(
         "twisted[tls]>=24.7",
         "pyopenssl>=24.0",
         "pluggy>=1.5",
+        "prometheus-client>=0.20",
+        "txredisapi>=1.4.10",
+        "treq>=23.11",
     ],
     extras_require={
         "test": [
