@@ -1,0 +1,1 @@
+"""Tests for the L{oam} package: the OAM HTTP site."""
