@@ -310,6 +310,15 @@ class TransactionLayer:
         if self._client.get(key) is tx:
             del self._client[key]
 
+    def stop(self) -> None:
+        """Drop every transaction and its timers (the service stops; nothing
+        more will be sent or received)."""
+        for tx in [*self._client.values(), *self._server.values()]:
+            tx._cancel_all_timers()
+        self._client.clear()
+        self._server.clear()
+        self._server_acks.clear()
+
     # --- introspection ----------------------------------------------------
 
     def active_count(self) -> int:
