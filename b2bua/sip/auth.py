@@ -451,6 +451,7 @@ class DigestServer:
         max_tracked_nonces: int = 100_000,
         clock_skew: float = 10.0,
         random_bytes: Callable[[int], bytes] = os.urandom,
+        check_uri: bool = True,
     ) -> None:
         """
         @param secret: the HMAC key shared by the nodes of a cluster.
@@ -464,6 +465,9 @@ class DigestServer:
         @param max_tracked_nonces: hard cap on the nonce-count table.
         @param clock_skew: seconds a nonce may seem to come from the future,
             for nodes whose clocks disagree.
+        @param check_uri: require the credentials' C{uri} to equal the
+            Request-URI (RFC 3261 22.4).  Some clients (sipp among them)
+            digest another URI; turning this off accepts them.
         @raise ValueError: for an empty secret or realm, a non-positive
             lifetime or cap, or an unsupported algorithm.
         """
@@ -481,6 +485,7 @@ class DigestServer:
         self._algorithms: tuple[str, ...] = tuple(name for name in canonical if name)
         self._clock_skew = clock_skew
         self._random_bytes = random_bytes
+        self._check_uri = check_uri
         self._counts = _NonceCounts(self._lifetime, max_tracked_nonces)
         self._dummy_ha1 = {
             base: _hash(base, hmac.new(secret, _DUMMY_LABEL + realm.encode(), "sha256").digest())
@@ -595,7 +600,7 @@ class DigestServer:
         nc, cnonce = params.get("nc", ""), params.get("cnonce")
         if len(nc) != 8 or not set(nc) <= _LHEX or int(nc, 16) == 0 or not cnonce:
             return self._failed(FailureReason.MALFORMED, username, algorithm)
-        if _normalise_uri(params["uri"]) != _normalise_uri(request_uri):
+        if self._check_uri and _normalise_uri(params["uri"]) != _normalise_uri(request_uri):
             return self._failed(FailureReason.URI_MISMATCH, username, algorithm)
         nonce = params["nonce"]
         opened = self._open_nonce(nonce)

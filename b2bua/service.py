@@ -1,0 +1,146 @@
+"""The switch's service tree: listeners, stack, core, plugins and OAM.
+
+L{SwitchService} is what C{twistd -n b2bua} runs.  It takes the reactor
+(for listeners) and passes it down as the clock; nothing below imports the
+global reactor.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+
+from b2bua import __version__
+from b2bua.config import Config
+from b2bua.core.directory import demo_directory
+from b2bua.core.hooks import CallHooks
+from b2bua.core.location import MemoryLocationStore
+from b2bua.core.plugins import build_plugin_manager
+from b2bua.core.registrar import Registrar
+from b2bua.core.services import Services
+from b2bua.core.switch import CoreSettings, Switch
+from b2bua.metrics import Metrics
+from b2bua.sip.timers import Timers
+from b2bua.sip.tls import TLSConfig
+from b2bua.sip.transaction import TransactionLayer
+from b2bua.sip.transport import TransportLayer
+from oam.site import OAMSite
+from plugins.local_routing import NAME as LOCAL_ROUTING
+from plugins.local_routing import LocalRouting
+
+__all__ = ["SwitchService", "builtin_plugins"]
+
+
+def builtin_plugins() -> dict[str, Any]:
+    """The features shipped with the switch, by plugin name."""
+    return {LOCAL_ROUTING: LocalRouting()}
+
+
+class SwitchService(MultiService):
+    """The whole switch as one Twisted service.
+
+    @ivar ready: True once every SIP listener is up (C{/ready}).
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, config: Config) -> None:
+        super().__init__()
+        self.reactor = reactor
+        self.config = config
+        self.ready = False
+        self.metrics = Metrics()
+        self.directory = demo_directory()
+        self.location = self._location_store()
+        self.registrar = Registrar(self.location, reactor)
+        self.metrics.track_registrations(self.location.count)
+        self.pm = build_plugin_manager(builtin_plugins(), config.plugins.disabled)
+        self.hooks = CallHooks(self.pm, reactor, count_error=self.metrics.plugin_failed)
+        secret = config.sip.auth_secret.encode() if config.sip.auth_secret else os.urandom(32)
+        core = config.core
+        self.switch = Switch(
+            reactor, self.directory, self.registrar, self.hooks, self.metrics, secret,
+            CoreSettings(core.no_answer_timeout, core.session_expires, core.follow_redirects,
+                         core.drain_timeout, config.sip.user_agent),
+            digest_algorithms=config.sip.digest_algorithms,
+            digest_check_uri=config.sip.digest_check_uri)
+        tls = None
+        if config.sip.tls.certificate and config.sip.tls.key:
+            tls = TLSConfig(config.sip.tls.certificate, config.sip.tls.key,
+                            config.sip.tls.ca, config.sip.tls.verify_peer)
+        self.transport = TransportLayer(
+            reactor, None, tls=tls, idle_timeout=config.sip.idle_timeout,
+            max_connections_per_address=config.sip.max_connections_per_source,
+            max_message_size=config.sip.max_message_size)
+        self.transactions = TransactionLayer(
+            reactor, self.transport, self.switch,
+            Timers(t1=config.sip.t1, t2=config.sip.t2, t4=config.sip.t4))
+        self.transport.user = self.transactions
+        self.switch.attach(self.transactions, self.transport)
+        self.metrics.track_transactions(self.transactions.active_count)
+        self.oam = OAMSite(self.metrics, lambda: self.ready, self.drain,
+                           lambda: self.switch.draining, __version__)
+        self._oam_port: Any = None
+
+    def _location_store(self) -> Any:
+        url = self.config.storage.locations
+        if url == "memory":
+            return MemoryLocationStore(self.reactor)
+        import txredisapi
+
+        from b2bua.core.location_redis import RedisLocationStore, redis_connection_args
+
+        args = redis_connection_args(url)
+        args.pop("ssl_context_factory", None)
+        connection = txredisapi.lazyConnectionPool(**args)
+        return RedisLocationStore(connection, self.reactor)
+
+    def startService(self) -> None:
+        """Open the listeners, configure plugins, start the OAM site."""
+        super().startService()
+        if self.config.demo:
+            self.log.warn("b2bua: running the embedded DEMO: extensions 1000-1019 of domain "
+                          "127.0.0.1 use the well-known password 1234; do not expose it")
+        services = Services(self.reactor, self.directory, self.registrar, self.location,
+                            self.metrics)
+        self.pm.hook.b2bua_configure.call_historic(
+            kwargs={"services": services, "settings": dict(self.config.plugins.settings)})
+        for listener in self.config.sip.listen:
+            bound = self.transport.listen(listener)
+            self.log.info("SIP listening on {listener} (port {port})", listener=listener,
+                          port=bound.bound_port)
+        self.ready = True
+        if self.config.oam.enabled:
+            endpoint = serverFromString(self.reactor, self.config.oam.listen)
+            d = endpoint.listen(self.oam.make_site(self.reactor))
+            d.addCallback(self._oam_listening)
+            d.addErrback(lambda f: self.log.failure("OAM site failed to listen", f))
+
+    def _oam_listening(self, port: Any) -> None:
+        self._oam_port = port
+        self.log.info("OAM HTTP listening on {listen}", listen=self.config.oam.listen)
+
+    def drain(self) -> Deferred[None]:
+        """Refuse new calls and wait (bounded) for those in progress."""
+        return self.switch.drain()
+
+    def stopService(self) -> Deferred[None]:
+        """Drain, then close everything."""
+        self.ready = False
+        d = self.switch.drain()
+
+        def close(_: object) -> Deferred[Any]:
+            self.hooks.unconfigure()
+            self.transactions.stop()
+            stops = [self.transport.stop(), super(SwitchService, self).stopService() or
+                     succeed(None)]
+            if self._oam_port is not None:
+                stops.append(self._oam_port.stopListening() or succeed(None))
+            return DeferredList(stops)
+
+        return d.addCallback(close)
