@@ -1,19 +1,22 @@
 """Packaging for the b2bua switch: the SIP stack, the core and its layers."""
 
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 setup(
     name="b2bua",
     version="0.1.0.dev0",
     description="Carrier-grade SIP B2BUA on Twisted: hosted PBX, SIP trunking, calling cards",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=Path("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.11",
-    packages=find_packages(
-        include=["b2bua", "b2bua.*", "plugins", "plugins.*", "media", "media.*",
-                 "nat", "nat.*", "rating", "rating.*", "oam", "oam.*"]
-    ) + ["twisted.plugins"],
+    packages=[
+        *find_packages(include=["b2bua", "b2bua.*", "plugins", "plugins.*", "media", "media.*",
+                                "nat", "nat.*", "rating", "rating.*", "oam", "oam.*"]),
+        "twisted.plugins",
+    ],
     package_data={"twisted": ["plugins/b2bua_plugin.py"]},
     install_requires=[
         "twisted[tls]>=24.7",

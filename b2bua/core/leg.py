@@ -428,4 +428,4 @@ class ClientLeg(Leg):
         if self.cancelled or self.done or self.transaction is None:
             return
         self.cancelled = True
-        self.transaction.cancel(reason=reason)
+        self.transaction.cancel(Outcome(lambda r: None, lambda e: None), reason=reason)
