@@ -221,7 +221,7 @@ class Registrar:
             403 for more contacts than an AOR may hold.
         @raise ParseError: for a malformed header.
         """
-        names: list[NameAddress] = request.contact
+        names: list[NameAddress] = list(request.contact)
         header_expires = request.expires
         if any(na.star for na in names):
             if len(names) != 1:

@@ -81,7 +81,7 @@ def _dialog_contact(message: Request | Response) -> URI:
     @raise SIPError: C{400 Missing Contact} or C{400 Bad Contact}.
     """
     try:
-        contacts = message.contact
+        contacts = list(message.contact)
     except ParseError:
         raise SIPError(400, "Bad Contact") from None
     if not contacts:
@@ -177,7 +177,7 @@ class Dialog:
             to, from_, request_to = response.to, request.from_, request.to
             if response.call_id != request.call_id or response.cseq.method != request.method:
                 raise ValueError("response does not answer this request")
-            record_route = response.record_route
+            record_route = list(response.record_route)
             cseq = request.cseq.number
             uri = request.uri
         except ParseError as exc:
@@ -214,7 +214,7 @@ class Dialog:
             raise ValueError(f"{request.method} creates no dialog")
         try:
             to, from_ = request.to, request.from_
-            record_route = request.record_route
+            record_route = list(request.record_route)
             cseq = request.cseq.number
             call_id = request.call_id
             uri = request.uri
@@ -261,7 +261,7 @@ class Dialog:
                 raise ValueError("a UAC dialog is confirmed by a 2xx response")
             try:
                 remote_tag = response.to.tag
-                record_route = response.record_route
+                record_route = list(response.record_route)
             except ParseError as exc:
                 raise SIPError(400, exc.reason) from None
             if remote_tag != self.remote_tag:

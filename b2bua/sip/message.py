@@ -11,7 +11,8 @@ bad header, and never any other exception.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from b2bua.sip.errors import ParseError
 from b2bua.sip.headers import (
@@ -220,6 +221,46 @@ class Headers:
         return h
 
 
+class ParsedList(Sequence):
+    """The values of a list header (Via, Contact, Route...), each parsed on
+    first access: a proxy-like reader of the top Via never pays for the
+    others.  Reading an element may raise L{ParseError}; C{list(...)} checks
+    them all.
+    """
+
+    __slots__ = ("_items", "_parse", "_raw")
+
+    def __init__(self, raw: list[str], parse: Callable[[str], Any]) -> None:
+        self._raw = raw
+        self._parse = parse
+        self._items: list[Any] = [_UNPARSED] * len(raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __getitem__(self, index):  # type: ignore[no-untyped-def,override]
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self._raw)))]
+        item = self._items[index]
+        if item is _UNPARSED:
+            item = self._parse(self._raw[index])
+            self._items[index] = item
+        return item
+
+    def __iter__(self) -> Iterator[Any]:
+        for i in range(len(self._raw)):
+            yield self[i]
+
+    def __eq__(self, other: object) -> bool:
+        return list(self) == list(other) if isinstance(other, Sequence) else NotImplemented
+
+    def __repr__(self) -> str:
+        return f"ParsedList({self._raw!r})"
+
+
+_UNPARSED = object()
+
+
 class Message:
     """What requests and responses share: headers, body and typed accessors."""
 
@@ -250,9 +291,10 @@ class Message:
         return value
 
     @property
-    def via(self) -> list[Via]:
-        """Every Via value, top first.  @raise ParseError: if one is bad."""
-        return self._typed("via", lambda: [parse_via(v) for v in self.headers.get_all("via")])
+    def via(self) -> Sequence[Via]:
+        """Every Via value, top first, each parsed when read.
+        @raise ParseError: when a value read is bad."""
+        return self._typed("via", lambda: ParsedList(self.headers.get_all("via"), parse_via))
 
     @property
     def from_(self) -> NameAddress:
@@ -280,26 +322,23 @@ class Message:
         return self._typed("cseq", lambda: parse_cseq(self._single("cseq")))
 
     @property
-    def contact(self) -> list[NameAddress]:
+    def contact(self) -> Sequence[NameAddress]:
         """Every Contact value (C{*} gives one wildcard L{NameAddress})."""
         return self._typed(
-            "contact", lambda: [parse_name_addr(v) for v in self.headers.get_all("contact")]
-        )
+            "contact", lambda: ParsedList(self.headers.get_all("contact"), parse_name_addr))
 
     @property
-    def record_route(self) -> list[NameAddress]:
+    def record_route(self) -> Sequence[NameAddress]:
         """Every Record-Route value, top first."""
         return self._typed(
             "record-route",
-            lambda: [parse_name_addr(v) for v in self.headers.get_all("record-route")],
-        )
+            lambda: ParsedList(self.headers.get_all("record-route"), parse_name_addr))
 
     @property
-    def route(self) -> list[NameAddress]:
+    def route(self) -> Sequence[NameAddress]:
         """Every Route value, top first."""
         return self._typed(
-            "route", lambda: [parse_name_addr(v) for v in self.headers.get_all("route")]
-        )
+            "route", lambda: ParsedList(self.headers.get_all("route"), parse_name_addr))
 
     @property
     def max_forwards(self) -> int | None:

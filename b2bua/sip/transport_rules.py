@@ -51,6 +51,7 @@ def check_request(request: Request) -> None:
     """
     if not request.via:
         raise ParseError("missing Via header")
+    list(request.via)  # every Via must be readable to answer and to match
     request.uri  # noqa: B018 -- parse it now
     request.from_  # noqa: B018
     request.to  # noqa: B018
@@ -66,6 +67,7 @@ def check_response(response: Response) -> None:
     """
     if not response.via:
         raise ParseError("missing Via header")
+    response.via[0]  # only the top Via is ours to read
     response.call_id  # noqa: B018
     response.cseq  # noqa: B018
 
@@ -104,6 +106,7 @@ def salvage_request(data: bytes) -> Request | None:
         request = parse_message(text.encode("utf-8", "surrogateescape"))
         if not isinstance(request, Request) or not request.via:
             return None
+        list(request.via)
         request.call_id  # noqa: B018
         request.cseq  # noqa: B018
     except ParseError:

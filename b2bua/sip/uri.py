@@ -90,11 +90,26 @@ def _split_params(text: str) -> list[str]:
     return parts
 
 
+#: hosts already checked (a switch sees the same peers again and again)
+_good_hosts: dict[str, str] = {}
+
+
 def parse_host(text: str) -> str:
     """Check a host (hostname, IPv4 or bracketed IPv6 reference) and return it.
 
     @raise ParseError: when it is none of those.
     """
+    host = _good_hosts.get(text)
+    if host is not None:
+        return host
+    host = _check_host(text)
+    if len(_good_hosts) < 8192:
+        _good_hosts[text] = host
+    return host
+
+
+def _check_host(text: str) -> str:
+    """L{parse_host} without the cache."""
     if not text:
         raise ParseError("empty host")
     if text[0] == "[":

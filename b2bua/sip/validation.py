@@ -58,7 +58,7 @@ def validate_request(
         if headers.count(key) > 1:
             raise SIPError(400, f"Multiple values in single-value header {key}")
     try:
-        request.via  # noqa: B018
+        list(request.via)
     except ParseError as e:
         raise SIPError(400, _reason("Bad Via", e)) from None
     for name, getter in (("From", lambda: request.from_), ("To", lambda: request.to)):
@@ -80,9 +80,9 @@ def validate_request(
         max_forwards = request.max_forwards
     except ParseError as e:
         raise SIPError(400, _reason("Bad Max-Forwards", e)) from None
-    for name, getter in (("Contact", lambda: request.contact),
-                         ("Route", lambda: request.route),
-                         ("Record-Route", lambda: request.record_route)):
+    for name, getter in (("Contact", lambda: list(request.contact)),
+                         ("Route", lambda: list(request.route)),
+                         ("Record-Route", lambda: list(request.record_route))):
         try:
             getter()
         except ParseError as e:
@@ -130,7 +130,9 @@ def validate_response_headers(response: object) -> None:
     @raise ParseError: naming the first bad header.
     """
     for attribute in ("via", "cseq", "call_id", "from_", "to"):
-        getattr(response, attribute)
+        value = getattr(response, attribute)
+        if attribute == "via":
+            list(value)
 
 
 def option_tags(value: str) -> list[str]:
