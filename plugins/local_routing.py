@@ -18,10 +18,22 @@ from b2bua.core.location import Binding
 from b2bua.core.services import Services
 from b2bua.hookspecs import hookimpl
 from b2bua.sip.errors import ParseError
+from b2bua.sip.interfaces import Target
 from b2bua.sip.message import Request
 from b2bua.sip.uri import parse_uri
 
 NAME = "local_routing"
+
+
+def _next_hop(binding: Binding) -> Target:
+    """Where to send a call for C{binding}: back to the address its
+    REGISTER came from (NAT friendly).  Only an RFC 5626 (outbound)
+    registration pins the very connection it arrived on; otherwise an open
+    connection to that address is reused, or a new one is made."""
+    received = binding.received
+    if binding.instance_id or binding.reg_id:
+        return received.target()
+    return Target(received.transport, received.host, received.port)
 
 
 class LocalRouting:
@@ -68,7 +80,7 @@ class LocalRouting:
                 except ParseError:
                     continue
                 destinations.append(Destination(
-                    uri=contact, next_hop=binding.received.target(),
+                    uri=contact, next_hop=_next_hop(binding),
                     route=tuple(binding.path), label=extension.number))
             if not destinations:
                 return Reject(480, "Temporarily Unavailable", source=NAME)

@@ -24,11 +24,20 @@ L{run_sipp} bounds every run three ways: C{-m} (number of calls), sipp's
 own C{-timeout} (with C{-timeout_error}, so running out of time is a
 failure), and a hard C{SIGKILL} a few seconds after that, so a test never
 hangs on a wedged sipp.
+
+A sipp callee (UAS) runs the same way with L{run_sipp_uas}, which gives no
+target; L{wait_for_port} tells when it listens, so a caller can start::
+
+    uas = run_sipp_uas(reactor, scenario("uas_answer.xml"), local_port=port, sipp=sipp)
+    await wait_for_port(reactor, port, "udp", ended=uas)
+    caller = await run_sipp(reactor, scenario("uac_call.xml"), f"127.0.0.1:{port}", sipp=sipp)
+    callee = await uas
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import os
 import shutil
 import socket
@@ -47,12 +56,16 @@ from twisted.trial.unittest import FailTest, SkipTest
 
 __all__ = [
     "SCENARIOS",
+    "PortWaitTimeout",
     "SippResult",
     "SippTimeoutError",
     "free_port",
+    "port_in_use",
     "require_program",
     "run_sipp",
+    "run_sipp_uas",
     "scenario",
+    "wait_for_port",
 ]
 
 #: The folder holding the SIPp XML scenarios shipped with the tests.
@@ -297,6 +310,60 @@ def run_sipp(
         by itself, whatever its exit code, or failing with L{SippTimeoutError}
         when it had to be killed.
     """
+    return _run(reactor, scenario_path, [target], transport, extra_args, timeout,
+                calls, local_port, recv_timeout, sipp)  # fmt: skip
+
+
+def run_sipp_uas(
+    reactor: ProcessReactor,
+    scenario_path: str,
+    local_port: int,
+    transport: str = "u1",
+    extra_args: Sequence[str] = (),
+    timeout: float = 30.0,
+    calls: int = 1,
+    recv_timeout: float | None = 5.0,
+    sipp: str = "sipp",
+) -> Deferred[SippResult]:
+    """Run one bounded sipp UAS (a callee) listening on C{local_port}.
+
+    The command line is L{run_sipp}'s without a target: sipp waits for
+    C{calls} calls to come to C{127.0.0.1:local_port}, plays the scenario
+    for each, and exits.  Use L{wait_for_port} before starting the caller,
+    since sipp needs a moment to bind.
+
+    @param reactor: provides C{spawnProcess} and C{callLater}.
+    @param scenario_path: the UAS scenario XML (see L{scenario}).
+    @param local_port: the loopback port to listen on (C{-p}); required, so
+        the caller knows where to call.
+    @param transport: C{"u1"} (UDP) or C{"t1"} (TCP).
+    @param extra_args: more sipp arguments, such as C{["-d", "500"]}.
+    @param timeout: seconds for sipp's global C{-timeout}, counted from the
+        start, so leave room for the caller's start; sipp is killed with
+        C{SIGKILL} L{KILL_GRACE} seconds after it.
+    @param calls: how many calls to take before exiting (C{-m}).
+    @param recv_timeout: seconds a call waits for an expected message
+        (C{-recv_timeout}), or C{None} to wait until the global timeout.
+    @param sipp: the program to run; pass what L{require_program} returned.
+    @return: like L{run_sipp}'s.
+    """
+    return _run(reactor, scenario_path, [], transport, extra_args, timeout,
+                calls, local_port, recv_timeout, sipp)  # fmt: skip
+
+
+def _run(
+    reactor: ProcessReactor,
+    scenario_path: str,
+    targets: list[str],
+    transport: str,
+    extra_args: Sequence[str],
+    timeout: float,
+    calls: int,
+    local_port: int | None,
+    recv_timeout: float | None,
+    sipp: str,
+) -> Deferred[SippResult]:
+    """Start one bounded sipp with C{targets} (one for a UAC, none for a UAS)."""
     if transport not in TRANSPORTS:
         raise ValueError(f"transport must be one of {sorted(TRANSPORTS)}, not {transport!r}")
     if calls < 1:
@@ -309,7 +376,7 @@ def run_sipp(
     error_file = workdir / "errors.log"
     screen_file = workdir / "screen.log"
     args = [
-        sipp, "-sf", scenario_path, target,
+        sipp, "-sf", scenario_path, *targets,
         "-t", transport,
         "-i", "127.0.0.1",
         "-p", str(local_port),
@@ -363,3 +430,80 @@ def run_sipp(
         return result
 
     return process.ended.addCallback(collect)
+
+
+class PortWaitTimeout(Exception):
+    """Nothing listened on the port in time (or the sipp meant to had ended)."""
+
+
+def port_in_use(port: int, kind: str = "udp") -> bool:
+    """Return whether something has bound C{127.0.0.1:port} for C{kind}.
+
+    It tries to bind the port itself and reports C{EADDRINUSE}; the probe
+    socket is closed at once.
+
+    @param kind: C{"udp"} or C{"tcp"}.
+    @raise ValueError: for any other C{kind}.
+    """
+    kinds = {"udp": socket.SOCK_DGRAM, "tcp": socket.SOCK_STREAM}
+    if kind not in kinds:
+        raise ValueError(f"kind must be 'udp' or 'tcp', not {kind!r}")
+    with socket.socket(socket.AF_INET, kinds[kind]) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                return True
+            raise
+    return False
+
+
+def wait_for_port(
+    reactor: ProcessReactor,
+    port: int,
+    kind: str = "udp",
+    timeout: float = 5.0,
+    interval: float = 0.05,
+    ended: Deferred[SippResult] | None = None,
+) -> Deferred[None]:
+    """Fire once something listens on C{127.0.0.1:port}, polling every C{interval}.
+
+    @param reactor: provides C{callLater}.
+    @param kind: C{"udp"} or C{"tcp"}.
+    @param timeout: seconds to wait before failing.
+    @param ended: the L{Deferred} of the sipp meant to listen (from
+        L{run_sipp_uas}); once it has fired the wait fails at once instead
+        of waiting for the timeout.  It is not consumed: its result stays
+        for its owner.
+    @return: a L{Deferred} firing with C{None}, or failing with
+        L{PortWaitTimeout}.
+    """
+    result: Deferred[None] = Deferred()
+    waited = [0.0]
+    outcome: list[object] = []
+    if ended is not None:
+
+        def keep(value: object) -> object:
+            """Remember how the sipp ended, passing the result on untouched."""
+            outcome.append(value)
+            return value
+
+        ended.addBoth(keep)
+
+    def poll() -> None:
+        """Check the port; try again later, succeed or give up."""
+        if port_in_use(port, kind):
+            result.callback(None)
+        elif outcome:
+            account = outcome[0].describe() if isinstance(outcome[0], SippResult) else outcome[0]
+            result.errback(PortWaitTimeout(
+                f"sipp ended before listening on {kind} port {port}\n{account}"))  # fmt: skip
+        elif waited[0] >= timeout:
+            result.errback(PortWaitTimeout(f"nothing listened on {kind} port {port} "
+                                           f"within {timeout:g} s"))  # fmt: skip
+        else:
+            waited[0] += interval
+            reactor.callLater(interval, poll)
+
+    poll()
+    return result
