@@ -1,0 +1,1 @@
+"""Provisioning storage: the data model, migrations and repositories."""
