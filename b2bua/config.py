@@ -2,18 +2,37 @@
 
 L{load_config} reads a file (or, with no file, returns the embedded demo on
 loopback) and checks every key; a bad file raises L{ConfigError} whose
-C{problems} each name the key (C{sip.listen[1]: ...}).  C{twistd} prints
-them one per line and exits non-zero, without a traceback.
+C{problems} each name the key (C{FILE: sip.listen[1]: ...}), all of them,
+not just the first.  C{twistd} prints them one per line and exits non-zero,
+without a traceback.
+
+What is checked here is everything that can be checked without binding a
+socket: types and ranges, SIP listener strings (with the parser the
+transport layer uses), the OAM endpoint string, storage URLs, and the TLS
+files (read and matched, so a wrong key file is a config error, not a
+traceback at start-up).  C{docs/configuration.md} documents every key.
 """
 
 from __future__ import annotations
 
+import difflib
+import math
+import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+from twisted.internet.endpoints import serverFromString
+
+from b2bua.sip import tls as sip_tls
+from b2bua.sip.listeners import ListenerError, parse_listener
 
 __all__ = [
+    "DEMO_LISTEN",
+    "SECTIONS",
     "Config",
     "ConfigError",
     "CoreConfig",
@@ -21,11 +40,19 @@ __all__ = [
     "PluginsConfig",
     "SIPConfig",
     "StorageConfig",
+    "TLSConfig",
     "load_config",
     "parse_config",
 ]
 
 DEMO_LISTEN = ("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060")
+
+#: The sections a file may hold; C{rating} and C{media} have no keys yet.
+SECTIONS = ("sip", "core", "storage", "oam", "plugins", "rating", "media")
+
+_DIGEST_ALGORITHMS = ("SHA-256", "SHA-256-sess", "MD5", "MD5-sess")
+_MIN_SESSION_EXPIRES = 90  # RFC 4028 Min-SE floor
+_MAX_SESSION_EXPIRES = 86400
 
 
 class ConfigError(Exception):
@@ -38,12 +65,21 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class TLSConfig:
-    """Certificate, key and CA files for TLS listeners and connections."""
+    """The C{[sip.tls]} table: our identity for TLS listeners and connections."""
 
     certificate: str | None = None
     key: str | None = None
     ca: str | None = None
     verify_peer: bool = False
+    require_client_certificate: bool = False
+    minimum_version: str = "1.2"
+
+    def stack_config(self) -> sip_tls.TLSConfig | None:
+        """The transport layer's TLS settings, or C{None} without an identity."""
+        if not (self.certificate and self.key):
+            return None
+        return sip_tls.TLSConfig(self.certificate, self.key, self.ca, self.verify_peer,
+                                 self.require_client_certificate, self.minimum_version)
 
 
 @dataclass(frozen=True)
@@ -58,7 +94,7 @@ class SIPConfig:
     idle_timeout: float = 600.0
     max_connections_per_source: int = 64
     realm: str = "127.0.0.1"
-    auth_secret: str = ""
+    auth_secret: str = field(default="", repr=False)
     user_agent: str = "b2bua"
     digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
     digest_check_uri: bool = True
@@ -77,9 +113,12 @@ class CoreConfig:
 
 @dataclass(frozen=True)
 class StorageConfig:
-    """The C{[storage]} section: where registrations live."""
+    """The C{[storage]} section: where registrations, provisioning and
+    balances live (C{database} and C{balances} are for the layers to come)."""
 
     locations: str = "memory"
+    database: str = "sqlite:///var/b2bua.db"
+    balances: str = "memory"
 
 
 @dataclass(frozen=True)
@@ -111,174 +150,354 @@ class Config:
     source: str = "<demo>"
 
 
+# -- checking -------------------------------------------------------------------------
+
+_KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+               list: "an array", dict: "a table"}
+
+Check = Callable[[Any], "str | None"]
+
+
+def _kind_name(kinds: tuple[type, ...]) -> str:
+    if set(kinds) == {int, float}:
+        return "a number"
+    return " or ".join(_KIND_NAMES.get(k, k.__name__) for k in kinds)
+
+
 class _Checker:
-    """Collects problems while reading a TOML table."""
+    """Collects problems while reading TOML tables, and the keys it knows."""
 
     def __init__(self) -> None:
         self.problems: list[str] = []
+        self.known: dict[str, list[str]] = {}
+
+    def add(self, where: str, problem: str) -> None:
+        """Record one problem about C{where} (a key path such as C{sip.t1})."""
+        self.problems.append(f"{where}: {problem}")
 
     def take(self, table: dict[str, Any], section: str, key: str, kind: type | tuple,
-             default: Any, check: Any = None, message: str = "") -> Any:
-        """Return C{table[key]} when of the right type (and passing C{check})."""
+             default: Any, check: Check | None = None, secret: bool = False) -> Any:
+        """Pop C{table[key]} when of the right type and passing C{check}.
+
+        C{check} returns C{None} for a good value, else what is wrong with
+        it; a missing key, a wrong type or a failed check give C{default}.
+        A C{secret} value is never repeated in a problem.
+        """
+        self.known.setdefault(section, []).append(key)
         if key not in table:
             return default
         value = table.pop(key)
         kinds = kind if isinstance(kind, tuple) else (kind,)
+        got = "" if secret else f" (got {value!r})"
         if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
-            names = " or ".join(k.__name__ for k in kinds)
-            self.problems.append(f"{section}.{key}: expected {names}, got {value!r}")
+            self.add(f"{section}.{key}", f"expected {_kind_name(kinds)}{got}")
             return default
-        if check is not None and not check(value):
-            self.problems.append(f"{section}.{key}: {message} (got {value!r})")
+        problem = check(value) if check is not None else None
+        if problem:
+            self.add(f"{section}.{key}", f"{problem}{got}")
             return default
         return value
 
-    def unknown(self, table: dict[str, Any], section: str) -> None:
-        """Report keys nobody read."""
+    def seconds(self, table: dict[str, Any], section: str, key: str, default: float,
+                zero: bool = False) -> float:
+        """Pop a duration in seconds: a finite number above 0 (or 0 if C{zero})."""
+
+        def check(v: float) -> str | None:
+            if not math.isfinite(v):
+                return "must be a finite number of seconds"
+            if v < 0 or (v == 0 and not zero):
+                return "must be at least 0" if zero else "must be positive"
+            return None
+
+        return float(self.take(table, section, key, (int, float), default, check))
+
+    def table(self, data: dict[str, Any], name: str, where: str | None = None) -> dict[str, Any]:
+        """Pop the table C{name} of C{data} (a copy); report it when not a table."""
+        where = where or name
+        value = data.pop(name, {})
+        self.known.setdefault(where.rpartition(".")[0], []).append(name)
+        if not isinstance(value, dict):
+            self.add(where, f"expected a table, got {value!r}")
+            return {}
+        return dict(value)
+
+    def unknown(self, table: dict[str, Any], section: str, hint: str = "") -> None:
+        """Report the keys of C{table} nobody read, with a guess when close."""
         for key in table:
-            self.problems.append(f"{section}.{key}: unknown key")
+            guess = _guess(key, self.known.get(section, []))
+            why = f" (did you mean {section}.{guess}?)" if guess else hint
+            self.add(f"{section}.{key}", f"unknown key{why}")
 
 
-def _listen_ok(item: str) -> str | None:
-    """Return a problem with a SIP listener string, or C{None}."""
-    kind, _, rest = item.partition(":")
-    if kind not in ("udp", "tcp", "tls"):
-        return "transport must be udp, tcp or tls"
-    host, colon, port = rest.rpartition(":")
-    if not colon or not host:
-        return "expected KIND:HOST:PORT"
-    if not port.isdigit() or int(port) > 65535:
-        return "bad port"
+def _guess(name: str, known: list[str]) -> str | None:
+    """The known name C{name} is most likely a typo or a shortening of."""
+    close = difflib.get_close_matches(name, known, n=1)
+    if close:
+        return close[0]
+    longer = [k for k in known if len(name) >= 3 and k.startswith(name)]
+    return longer[0] if len(longer) == 1 else None
+
+
+def _non_empty(v: str) -> str | None:
+    return None if v.strip() else "must not be empty"
+
+
+def _header_text(v: str) -> str | None:
+    if not v.strip():
+        return "must not be empty"
+    return None if v.isprintable() else "must not hold control characters"
+
+
+def _redis_url(v: str) -> str | None:
+    """What is wrong with a C{redis://} URL, or C{None}."""
+    parts = urlsplit(v)
+    if parts.scheme == "rediss":
+        return "rediss:// (TLS to Redis) is not supported yet; use redis://"
+    if parts.scheme != "redis":
+        return None if v == "memory" else 'must be "memory" or a redis:// URL'
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        return "bad port in the redis:// URL"
+    path = parts.path.strip("/")
+    if path and not path.isdigit():
+        return "the redis:// URL path must be a database number"
     return None
+
+
+def _database_url(v: str) -> str | None:
+    """What is wrong with a C{sqlite:///} or C{postgresql://} URL, or C{None}."""
+    parts = urlsplit(v)
+    if parts.scheme == "sqlite":
+        return None if parts.path.strip("/") else "sqlite:/// needs a file path"
+    if parts.scheme in ("postgresql", "postgres"):
+        return None if parts.hostname or parts.path.strip("/") else "postgresql:// needs a host"
+    return "must be a sqlite:/// or postgresql:// URL"
+
+
+def _endpoint(v: str) -> str | None:
+    """What is wrong with a Twisted server endpoint string, or C{None}."""
+    try:
+        serverFromString(None, v)  # parses only; the reactor is used when listening
+    except Exception as error:
+        return f"not a Twisted endpoint string such as tcp:8080:interface=127.0.0.1 ({error})"
+    return None
+
+
+# -- sections -------------------------------------------------------------------------
+
+
+def _listeners(c: _Checker, table: dict[str, Any], tls: TLSConfig) -> tuple[str, ...]:
+    """Pop and check C{sip.listen}: each string parsed as the transport will."""
+    listen = c.take(table, "sip", "listen", list, list(DEMO_LISTEN),
+                    lambda v: None if v else "must name at least one listener")
+    good: list[str] = []
+    seen: dict[tuple[str, str, int | None], int] = {}
+    for i, item in enumerate(listen):
+        where = f"sip.listen[{i}]"
+        if not isinstance(item, str):
+            c.add(where, f"expected a string such as udp:127.0.0.1:5060, got {item!r}")
+            continue
+        try:
+            address = parse_listener(item)
+        except ListenerError as error:
+            c.add(where, str(error))
+            continue
+        if address.transport == "TLS" and not (tls.certificate and tls.key):
+            c.add(where, "a tls listener needs sip.tls.certificate and sip.tls.key")
+        if address.port:
+            sent_by = address.advertise or (address.host, address.port)
+            key = (address.transport, sent_by[0], sent_by[1] or address.port)
+            if key in seen:
+                c.add(where, f"same transport and address as sip.listen[{seen[key]}]")
+            seen.setdefault(key, i)
+        good.append(item)
+    return tuple(good)
+
+
+def _tls(c: _Checker, table: dict[str, Any]) -> TLSConfig:
+    """Pop and check C{[sip.tls]}; the files are read and matched."""
+    s = "sip.tls"
+    certificate = c.take(table, s, "certificate", str, None, _non_empty)
+    key = c.take(table, s, "key", str, None, _non_empty)
+    tls = TLSConfig(
+        certificate=certificate,
+        key=key,
+        ca=c.take(table, s, "ca", str, None, _non_empty),
+        verify_peer=c.take(table, s, "verify_peer", bool, False),
+        require_client_certificate=c.take(table, s, "require_client_certificate", bool, False),
+        minimum_version=c.take(table, s, "minimum_version", str, "1.2",
+                               lambda v: None if v in ("1.2", "1.3") else 'must be "1.2" or "1.3"'),
+    )
+    c.unknown(table, s)
+    if bool(certificate) != bool(key):
+        missing = "key" if certificate else "certificate"
+        c.add(f"{s}.{missing}", "needed too: certificate and key go together")
+    unreadable = False
+    for name in ("certificate", "key", "ca"):
+        path = getattr(tls, name)
+        if path is not None:
+            try:
+                with open(path, "rb"):
+                    pass
+            except OSError as error:
+                c.add(f"{s}.{name}", f"cannot read {path} ({error.strerror or error})")
+                unreadable = True
+    stack = tls.stack_config()
+    if stack is not None and not unreadable:
+        try:
+            sip_tls.build_tls(stack)
+        except sip_tls.TLSConfigError as error:
+            c.add(s, str(error))
+    return tls
+
+
+def _digest_algorithms(c: _Checker, table: dict[str, Any]) -> tuple[str, ...]:
+    """Pop C{sip.digest_algorithms}; names are matched without regard to case."""
+    canonical = {name.lower(): name for name in _DIGEST_ALGORITHMS}
+
+    def check(v: list[Any]) -> str | None:
+        names = [canonical.get(a.lower()) if isinstance(a, str) else None for a in v]
+        if not v or None in names:
+            return f"must list some of {', '.join(_DIGEST_ALGORITHMS)}"
+        if len(set(names)) != len(names):
+            return "must not list an algorithm twice"
+        return None
+
+    chosen = c.take(table, "sip", "digest_algorithms", list, ["SHA-256", "MD5"], check)
+    return tuple(canonical[a.lower()] for a in chosen)
+
+
+def _sip(c: _Checker, data: dict[str, Any]) -> SIPConfig:
+    table = c.table(data, "sip")
+    tls = _tls(c, c.table(table, "tls", "sip.tls"))
+    listen = _listeners(c, table, tls)
+    t1 = c.seconds(table, "sip", "t1", 0.5)
+    t2 = c.seconds(table, "sip", "t2", 4.0)
+    if t2 < t1:
+        c.add("sip.t2", f"must not be smaller than sip.t1 ({t2} < {t1})")
+    sip = SIPConfig(
+        listen=listen, t1=t1, t2=t2, t4=c.seconds(table, "sip", "t4", 5.0),
+        max_message_size=c.take(
+            table, "sip", "max_message_size", int, 65536,
+            lambda v: None if 1024 <= v <= 1 << 20 else "must be 1024..1048576"),
+        idle_timeout=c.seconds(table, "sip", "idle_timeout", 600.0, zero=True),
+        max_connections_per_source=c.take(
+            table, "sip", "max_connections_per_source", int, 64,
+            lambda v: None if v > 0 else "must be positive"),
+        realm=c.take(table, "sip", "realm", str, "127.0.0.1", _non_empty),
+        auth_secret=c.take(
+            table, "sip", "auth_secret", str, "",
+            lambda v: None if v == "" or len(v) >= 16 else
+            "must be at least 16 characters (or empty: a random secret per start)",
+            secret=True),
+        user_agent=c.take(table, "sip", "user_agent", str, "b2bua", _header_text),
+        digest_algorithms=_digest_algorithms(c, table),
+        digest_check_uri=c.take(table, "sip", "digest_check_uri", bool, True),
+        tls=tls,
+    )
+    c.unknown(table, "sip")
+    return sip
+
+
+def _core(c: _Checker, data: dict[str, Any]) -> CoreConfig:
+    table = c.table(data, "core")
+    core = CoreConfig(
+        no_answer_timeout=c.seconds(table, "core", "no_answer_timeout", 180.0),
+        session_expires=c.take(
+            table, "core", "session_expires", int, 1800,
+            lambda v: None if v == 0 or _MIN_SESSION_EXPIRES <= v <= _MAX_SESSION_EXPIRES
+            else f"must be 0 (off) or {_MIN_SESSION_EXPIRES}..{_MAX_SESSION_EXPIRES}"),
+        follow_redirects=c.take(table, "core", "follow_redirects", bool, True),
+        drain_timeout=c.seconds(table, "core", "drain_timeout", 60.0),
+    )
+    c.unknown(table, "core")
+    return core
+
+
+def _storage(c: _Checker, data: dict[str, Any]) -> StorageConfig:
+    table = c.table(data, "storage")
+    storage = StorageConfig(
+        locations=c.take(table, "storage", "locations", str, "memory", _redis_url),
+        database=c.take(table, "storage", "database", str, "sqlite:///var/b2bua.db",
+                        _database_url),
+        balances=c.take(table, "storage", "balances", str, "memory", _redis_url),
+    )
+    c.unknown(table, "storage")
+    return storage
+
+
+def _oam(c: _Checker, data: dict[str, Any]) -> OAMConfig:
+    table = c.table(data, "oam")
+    oam = OAMConfig(
+        listen=c.take(table, "oam", "listen", str, "tcp:8080:interface=127.0.0.1", _endpoint),
+        enabled=c.take(table, "oam", "enabled", bool, True),
+    )
+    c.unknown(table, "oam")
+    return oam
+
+
+def _plugins(c: _Checker, data: dict[str, Any]) -> PluginsConfig:
+    table = c.table(data, "plugins")
+
+    def names(v: list[Any]) -> str | None:
+        if not all(isinstance(i, str) and i.strip() for i in v):
+            return "must list plugin names (strings)"
+        return None if len(set(v)) == len(v) else "must not name a plugin twice"
+
+    disabled = c.take(table, "plugins", "disabled", list, [], names)
+    settings = {name: table.pop(name) for name, value in list(table.items())
+                if isinstance(value, dict)}
+    c.unknown(table, "plugins")
+    return PluginsConfig(tuple(disabled), settings)
 
 
 def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
     """Build a L{Config} from parsed TOML.
 
-    @raise ConfigError: listing every problem found.
+    @param source: the file name, put in front of every problem.
+    @raise ConfigError: listing every problem found, one per bad key.
     """
     data = dict(data)
     c = _Checker()
-    sip_table = data.pop("sip", {})
-    if not isinstance(sip_table, dict):
-        c.problems.append("sip: expected a table")
-        sip_table = {}
-    sip_table = dict(sip_table)
-    positive = (lambda v: v > 0, "must be positive")
-    listen = c.take(sip_table, "sip", "listen", list, list(DEMO_LISTEN))
-    for i, item in enumerate(listen):
-        problem = _listen_ok(item) if isinstance(item, str) else "expected a string"
-        if problem:
-            c.problems.append(f"sip.listen[{i}]: {problem} (got {item!r})")
-    timers = {k: c.take(sip_table, "sip", k, (int, float), d, *positive)
-              for k, d in (("t1", 0.5), ("t2", 4.0), ("t4", 5.0))}
-    tls_table = sip_table.pop("tls", {})
-    if not isinstance(tls_table, dict):
-        c.problems.append("sip.tls: expected a table")
-        tls_table = {}
-    tls_table = dict(tls_table)
-    tls = TLSConfig(
-        certificate=c.take(tls_table, "sip.tls", "certificate", str, None),
-        key=c.take(tls_table, "sip.tls", "key", str, None),
-        ca=c.take(tls_table, "sip.tls", "ca", str, None),
-        verify_peer=c.take(tls_table, "sip.tls", "verify_peer", bool, False),
-    )
-    c.unknown(tls_table, "sip.tls")
-    if any(isinstance(i, str) and i.startswith("tls:") for i in listen) and not (
-        tls.certificate and tls.key
-    ):
-        c.problems.append("sip.tls.certificate: a tls listener needs certificate and key")
-    sip = SIPConfig(
-        listen=tuple(i for i in listen if isinstance(i, str)),
-        t1=float(timers["t1"]), t2=float(timers["t2"]), t4=float(timers["t4"]),
-        max_message_size=c.take(sip_table, "sip", "max_message_size", int, 65536,
-                                lambda v: 1024 <= v <= 1 << 20, "must be 1024..1048576"),
-        idle_timeout=float(c.take(sip_table, "sip", "idle_timeout", (int, float), 600.0,
-                                  *positive)),
-        max_connections_per_source=c.take(sip_table, "sip", "max_connections_per_source",
-                                          int, 64, *positive),
-        realm=c.take(sip_table, "sip", "realm", str, "127.0.0.1", bool, "must not be empty"),
-        auth_secret=c.take(sip_table, "sip", "auth_secret", str, ""),
-        user_agent=c.take(sip_table, "sip", "user_agent", str, "b2bua"),
-        digest_algorithms=tuple(c.take(
-            sip_table, "sip", "digest_algorithms", list, ["SHA-256", "MD5"],
-            lambda v: bool(v) and all(a in ("MD5", "SHA-256", "MD5-sess", "SHA-256-sess")
-                                      for a in v),
-            "must list MD5, SHA-256, MD5-sess or SHA-256-sess")),
-        digest_check_uri=c.take(sip_table, "sip", "digest_check_uri", bool, True),
-        tls=tls,
-    )
-    c.unknown(sip_table, "sip")
-    core_table = _table(c, data, "core")
-    core = CoreConfig(
-        no_answer_timeout=float(c.take(core_table, "core", "no_answer_timeout", (int, float),
-                                       180.0, *positive)),
-        session_expires=c.take(core_table, "core", "session_expires", int, 1800,
-                               lambda v: v == 0 or v >= 90, "must be 0 (off) or at least 90"),
-        follow_redirects=c.take(core_table, "core", "follow_redirects", bool, True),
-        drain_timeout=float(c.take(core_table, "core", "drain_timeout", (int, float), 60.0,
-                                   *positive)),
-    )
-    c.unknown(core_table, "core")
-    storage_table = _table(c, data, "storage")
-    storage = StorageConfig(
-        locations=c.take(storage_table, "storage", "locations", str, "memory",
-                         lambda v: v == "memory" or v.startswith(("redis://", "rediss://")),
-                         'must be "memory" or a redis:// URL'),
-    )
-    for key in ("database", "balances"):
-        storage_table.pop(key, None)  # read by later layers
-    c.unknown(storage_table, "storage")
-    oam_table = _table(c, data, "oam")
-    oam = OAMConfig(
-        listen=c.take(oam_table, "oam", "listen", str, "tcp:8080:interface=127.0.0.1",
-                      lambda v: v.startswith(("tcp:", "tcp6:", "ssl:", "unix:")),
-                      "must be a Twisted endpoint string such as tcp:8080:interface=127.0.0.1"),
-        enabled=c.take(oam_table, "oam", "enabled", bool, True),
-    )
-    c.unknown(oam_table, "oam")
-    plugins_table = _table(c, data, "plugins")
-    disabled = c.take(plugins_table, "plugins", "disabled", list, [],
-                      lambda v: all(isinstance(i, str) for i in v), "must list plugin names")
-    settings = {}
-    for name, value in list(plugins_table.items()):
+    c.known[""] = list(SECTIONS)
+    config = Config(sip=_sip(c, data), core=_core(c, data), storage=_storage(c, data),
+                    oam=_oam(c, data), plugins=_plugins(c, data), demo=False, source=source)
+    for name in ("rating", "media"):
+        c.unknown(c.table(data, name), name, f" (the [{name}] section has no settings yet)")
+    for name, value in data.items():
         if isinstance(value, dict):
-            settings[name] = plugins_table.pop(name)
-    c.unknown(plugins_table, "plugins")
-    plugins = PluginsConfig(tuple(disabled), settings)
-    for section in data:
-        if section not in ("rating", "media"):
-            c.problems.append(f"{section}: unknown section")
+            guess = _guess(name, list(SECTIONS))
+            hint = f" (did you mean [{guess}]?)" if guess else ""
+            c.add(name, f"unknown section{hint}")
+        else:
+            c.add(name, "unknown key: settings go in a section ("
+                  + ", ".join(f"[{s}]" for s in SECTIONS) + ")")
     if c.problems:
         raise ConfigError([f"{source}: {p}" for p in c.problems])
-    return Config(sip=sip, core=core, storage=storage, oam=oam, plugins=plugins, demo=False,
-                  source=source)
+    return config
 
 
-def _table(c: _Checker, data: dict[str, Any], name: str) -> dict[str, Any]:
-    """Pop the section C{name} (a copy), reporting it when it is not a table."""
-    table = data.pop(name, {})
-    if not isinstance(table, dict):
-        c.problems.append(f"{name}: expected a table")
-        return {}
-    return dict(table)
-
-
-def load_config(path: str | None) -> Config:
+def load_config(path: str | os.PathLike[str] | None) -> Config:
     """Read the configuration file at C{path}; C{None} gives the demo.
+
+    The demo listens on loopback only (SIP on 127.0.0.1 UDP and TCP 5060,
+    OAM on 127.0.0.1:8080) and offers MD5 first so that any softphone can
+    register with the demo credentials.
 
     @raise ConfigError: when the file is missing, not TOML, or invalid.
     """
     if path is None:
-        # the demo must work with any softphone: offer MD5 first
         return Config(sip=SIPConfig(digest_algorithms=("MD5", "SHA-256")), demo=True)
-    p = Path(path)
     try:
-        raw = p.read_bytes()
+        raw = Path(path).read_bytes()
     except OSError as e:
-        raise ConfigError([f"{path}: cannot read ({e.strerror})"]) from None
+        raise ConfigError([f"{path}: cannot read ({e.strerror or e})"]) from None
     try:
         data = tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ConfigError([f"{path}: not UTF-8 text ({e.reason} on line {line})"]) from None
+    except tomllib.TOMLDecodeError as e:
         raise ConfigError([f"{path}: not valid TOML ({e})"]) from None
     return parse_config(data, str(path))

@@ -4,6 +4,7 @@ third-party plugins from the C{b2bua} entry-point group, minus the disabled."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from importlib.metadata import entry_points
 from typing import Any
 
 import pluggy
@@ -44,7 +45,11 @@ def build_plugin_manager(builtins: Mapping[str, Any], disabled: Iterable[str] = 
         pm.check_pending()
     except pluggy.PluginValidationError as error:
         raise PluginError(str(error)) from None
-    known = set(builtins) | {name for name, _ in pm.list_name_plugin()}
+    # a blocked name is listed too (with no plugin): it proves nothing
+    known = set(builtins) | {name for name, plugin in pm.list_name_plugin()
+                             if plugin is not None}
+    if load_entry_points:
+        known |= {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
     unknown = blocked - known - {d.project_name for _, d in pm.list_plugin_distinfo()}
     if unknown:
         raise PluginError(f"plugins.disabled names unknown plugins: {sorted(unknown)}")
