@@ -7,13 +7,16 @@ global reactor.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import sys
 from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from b2bua import __version__
 from b2bua.config import Config
@@ -25,8 +28,8 @@ from b2bua.core.registrar import Registrar
 from b2bua.core.services import Services
 from b2bua.core.switch import CoreSettings, Switch
 from b2bua.metrics import Metrics
+from b2bua.sip.listeners import parse_listener
 from b2bua.sip.timers import Timers
-from b2bua.sip.tls import TLSConfig
 from b2bua.sip.transaction import TransactionLayer
 from b2bua.sip.transport import TransportLayer
 from oam.site import OAMSite
@@ -34,6 +37,21 @@ from plugins.local_routing import NAME as LOCAL_ROUTING
 from plugins.local_routing import LocalRouting
 
 __all__ = ["SwitchService", "builtin_plugins"]
+
+
+def _loopback(listener: str) -> bool:
+    """True when a SIP listener string binds a loopback address."""
+    host = parse_listener(listener).host.strip("[]")
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _stop_startup(line: str) -> None:
+    """Stop start-up with one line on standard error and exit status 2."""
+    sys.stderr.write(f"b2bua: {line}\n")
+    raise SystemExit(2)
 
 
 def builtin_plugins() -> dict[str, Any]:
@@ -69,12 +87,8 @@ class SwitchService(MultiService):
                          core.drain_timeout, config.sip.user_agent),
             digest_algorithms=config.sip.digest_algorithms,
             digest_check_uri=config.sip.digest_check_uri)
-        tls = None
-        if config.sip.tls.certificate and config.sip.tls.key:
-            tls = TLSConfig(config.sip.tls.certificate, config.sip.tls.key,
-                            config.sip.tls.ca, config.sip.tls.verify_peer)
         self.transport = TransportLayer(
-            reactor, None, tls=tls, idle_timeout=config.sip.idle_timeout,
+            reactor, None, tls=config.sip.tls.stack_config(), idle_timeout=config.sip.idle_timeout,
             max_connections_per_address=config.sip.max_connections_per_source,
             max_message_size=config.sip.max_message_size)
         self.transactions = TransactionLayer(
@@ -85,7 +99,8 @@ class SwitchService(MultiService):
         self.metrics.track_transactions(self.transactions.active_count)
         self.oam = OAMSite(self.metrics, lambda: self.ready, self.drain,
                            lambda: self.switch.draining, __version__)
-        self._oam_port: Any = None
+        #: the OAM site's listening port, once it listens
+        self.oam_port: Any = None
 
     def _location_store(self) -> Any:
         url = self.config.storage.locations
@@ -101,29 +116,41 @@ class SwitchService(MultiService):
         return RedisLocationStore(connection, self.reactor)
 
     def startService(self) -> None:
-        """Open the listeners, configure plugins, start the OAM site."""
+        """Open the listeners, configure plugins, start the OAM site.
+
+        A listener that cannot be opened stops start-up with one line on
+        standard error (exit status 2), never a traceback.
+        """
         super().startService()
-        if self.config.demo:
-            self.log.warn("b2bua: running the embedded DEMO: extensions 1000-1019 of domain "
-                          "127.0.0.1 use the well-known password 1234; do not expose it")
+        self.log.warn("b2bua: the built-in DEMO directory is in use: extensions 1000-1019 of "
+                      "domain 127.0.0.1 with the well-known password 1234; loopback only")
+        for listener in self.config.sip.listen:
+            if not _loopback(listener):
+                _stop_startup(f"{self.config.source}: sip.listen: {listener!r}: the demo "
+                              "directory may only listen on loopback (127.0.0.0/8, ::1)")
         services = Services(self.reactor, self.directory, self.registrar, self.location,
                             self.metrics)
         self.pm.hook.b2bua_configure.call_historic(
             kwargs={"services": services, "settings": dict(self.config.plugins.settings)})
         for listener in self.config.sip.listen:
-            bound = self.transport.listen(listener)
-            self.log.info("SIP listening on {listener} (port {port})", listener=listener,
-                          port=bound.bound_port)
+            try:
+                self.transport.listen(listener)
+            except Exception as error:
+                _stop_startup(f"{self.config.source}: sip.listen: cannot listen on "
+                              f"{listener!r}: {error}")
         self.ready = True
         if self.config.oam.enabled:
             endpoint = serverFromString(self.reactor, self.config.oam.listen)
-            d = endpoint.listen(self.oam.make_site(self.reactor))
-            d.addCallback(self._oam_listening)
-            d.addErrback(lambda f: self.log.failure("OAM site failed to listen", f))
-
-    def _oam_listening(self, port: Any) -> None:
-        self._oam_port = port
-        self.log.info("OAM HTTP listening on {listen}", listen=self.config.oam.listen)
+            outcome: list[Any] = []
+            endpoint.listen(self.oam.make_site(self.reactor)).addBoth(outcome.append)
+            if outcome and isinstance(outcome[0], Failure):
+                _stop_startup(f"{self.config.source}: oam.listen: cannot listen on "
+                              f"{self.config.oam.listen!r}: {outcome[0].getErrorMessage()}")
+            if outcome:
+                self.oam_port = outcome[0]
+                address = self.oam_port.getHost()
+                self.log.info("OAM HTTP listening on {host}:{port}", host=address.host,
+                              port=address.port)
 
     def drain(self) -> Deferred[None]:
         """Refuse new calls and wait (bounded) for those in progress."""
@@ -139,8 +166,8 @@ class SwitchService(MultiService):
             self.transactions.stop()
             stops = [self.transport.stop(), super(SwitchService, self).stopService() or
                      succeed(None)]
-            if self._oam_port is not None:
-                stops.append(self._oam_port.stopListening() or succeed(None))
+            if self.oam_port is not None:
+                stops.append(self.oam_port.stopListening() or succeed(None))
             return DeferredList(stops)
 
         return d.addCallback(close)

@@ -153,10 +153,19 @@ class StartTests(SynchronousTestCase):
         self.assertIn("1234", warning)
         self.assertIn("1000-1019", warning)
 
-    def test_no_demo_warning_with_a_file(self) -> None:
-        """A configuration file gives no demo warning."""
+    def test_demo_directory_warning_with_a_file(self) -> None:
+        """Until provisioning exists, a configuration file also serves the
+        demo directory, and says so."""
         self.start(config_from({"sip": {"listen": ["udp:127.0.0.1:5060"]}}))
-        self.assertEqual([w for w in self.warnings() if "DEMO" in w], [])
+        [warning] = [w for w in self.warnings() if "DEMO" in w]
+        self.assertIn("1234", warning)
+
+    def test_demo_directory_refuses_public_listeners(self) -> None:
+        """The demo directory (password 1234) never listens beyond loopback:
+        start-up stops with exit status 2."""
+        config = config_from({"sip": {"listen": ["udp:0.0.0.0:5060;advertise=192.0.2.1"]}})
+        error = self.assertRaises(SystemExit, self.start, config)
+        self.assertEqual(error.code, 2)
 
     def test_not_ready_until_started(self) -> None:
         """C{ready} is false before start and after stop."""
@@ -292,7 +301,7 @@ class LoopbackTests(TestCase):
 
     def track_oam_connections(self) -> None:
         """Note every server-side OAM connection, to wait for its end in cleanup."""
-        site = self.service._oam_port.factory
+        site = self.service.oam_port.factory
         build = site.buildProtocol
 
         def tracked(addr: Any) -> Any:
@@ -325,7 +334,7 @@ class LoopbackTests(TestCase):
     @property
     def oam_port(self) -> int:
         """The port the OAM site is bound to."""
-        return self.service._oam_port.getHost().port
+        return self.service.oam_port.getHost().port
 
     @inlineCallbacks
     def http(self, method: bytes, path: str) -> Any:
