@@ -158,6 +158,7 @@ class Call:
         self._limit_timer: IDelayedCall | None = None
         self._warn_timer: IDelayedCall | None = None
         self._relayed_18x = False
+        self._starting = False
         self._cancelled = False
         self._ended = False
         self._disconnect = ""
@@ -235,8 +236,13 @@ class Call:
             return
         step = self._steps[self._step_index]
         self._step_legs = []
-        for destination in step.destinations:
-            self._start_leg(destination)
+        # a leg may fail while it starts: judge the step once all have started
+        self._starting = True
+        try:
+            for destination in step.destinations:
+                self._start_leg(destination)
+        finally:
+            self._starting = False
         timeout = step.ring_timeout or self.context.settings.no_answer_timeout
         self._ring_timer = self.context.clock.callLater(timeout, self._ring_timeout)
         self._check_step_done()
@@ -272,10 +278,13 @@ class Call:
         self._ring_timer = None
 
     def _check_step_done(self) -> None:
-        if self._ended or self.answered_leg is not None:
+        if self._ended or self.answered_leg is not None or self._starting:
             return
         if self._step_legs and all(leg.done for leg in self._step_legs):
-            last = self._step_legs[-1]
+            # a 6xx of any leg decides the step (RFC 3261 16.7 step 5)
+            last = next((leg for leg in self._step_legs
+                         if leg.final is not None and leg.final.code >= 600),
+                        self._step_legs[-1])
             self._step_failed(last)
 
     def _step_failed(self, leg: ClientLeg | None) -> None:
@@ -301,6 +310,9 @@ class Call:
         if self._ended or self._cancelled:
             if 200 <= code < 300 and leg is not self.answered_leg:
                 leg.bye('SIP;cause=487;text="call already ended"')
+                if self._ended and leg.dialog is not None:
+                    # the call's dialogs were forgotten when it ended
+                    self.context.unregister_dialog(leg.dialog)
             return
         if code < 200:
             if code > 100:
@@ -312,6 +324,11 @@ class Call:
         if 300 <= code < 400 and self._follow_redirect(leg, response):
             return
         self._responses.append(response)
+        if code >= 600:
+            # a global failure: cancel the other forks (RFC 3261 16.7 step 5)
+            for other in self._step_legs:
+                if other is not leg and not other.done:
+                    other.cancel('SIP;cause=600;text="Global failure elsewhere"')
         self._check_step_done()
 
     def leg_failed(self, leg: ClientLeg, error: Exception) -> None:
@@ -328,7 +345,8 @@ class Call:
             return
         self._relayed_18x = True
         self._set_state(CallState.EARLY)
-        code = response.code if response.code != 199 else 183
+        # a 180 with SDP is early media: the caller must play it (183)
+        code = 183 if body or response.code == 199 else response.code
         self.a_leg.provisional(code, response.reason, body, content_type)
 
     def _follow_redirect(self, leg: ClientLeg, response: Response) -> bool:
@@ -343,7 +361,7 @@ class Call:
             return False
         self._steps.insert(self._step_index + 1, Route(tuple(added), source="redirect"))
         leg.failure = None
-        self._responses.append(response)
+        # recursed on: the 3xx is not a candidate for the caller (16.7 step 4)
         self._check_step_done()
         return True
 

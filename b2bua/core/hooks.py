@@ -65,11 +65,25 @@ class CallHooks:
         self.log.failure("plugin error in {hook}", failure, hook=name)
 
     def _notify(self, name: str, **kwargs: Any) -> None:
-        try:
-            results = getattr(self.hook, name)(**kwargs)
-        except Exception:
-            self._failed(name, Failure())
-            return
+        caller = getattr(self.hook, name)
+        implementations = caller.get_hookimpls()
+        results: list[Any] = []
+        if any(i.wrapper or i.hookwrapper for i in implementations):
+            # wrappers need pluggy's own call, where one failure stops the rest
+            try:
+                results = caller(**kwargs)
+            except Exception:
+                self._failed(name, Failure())
+                return
+        else:
+            # one by one, in pluggy's order: a failing plugin must not keep
+            # the others from being told (b2bua_call_ended releases money)
+            for implementation in reversed(implementations):
+                try:
+                    results.append(implementation.function(
+                        *[kwargs[arg] for arg in implementation.argnames]))
+                except Exception:
+                    self._failed(name, Failure())
         for result in results or ():
             if isinstance(result, Deferred):
                 self._track(name, result)

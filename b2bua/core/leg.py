@@ -129,9 +129,11 @@ class Leg:
     def send_in_dialog(self, method: str, body: bytes = b"", content_type: str | None = None,
                        headers: list[tuple[str, str]] | None = None,
                        on_response: Callable[[Response], Any] | None = None,
-                       on_failure: Callable[[Exception], Any] | None = None) -> Request | None:
+                       on_failure: Callable[[Exception], Any] | None = None,
+                       prepare: Callable[[Request], Any] | None = None) -> Request | None:
         """Send an in-dialog request (BYE, re-INVITE, UPDATE, INFO...).
 
+        @param prepare: called with the request just before it is sent.
         @return: the request, or C{None} when there is no dialog (or it
             could not be sent; C{on_failure} is told).
         """
@@ -139,6 +141,8 @@ class Leg:
             return None
         request, hop = self.dialog.create_request(method, body, content_type, headers)
         self.context.stamp_request(request)
+        if prepare is not None:
+            prepare(request)
         outcome = Outcome(on_response or (lambda r: None), on_failure or (lambda e: None))
         try:
             self.context.transactions.send_request(request, self.next_hop(hop), outcome)
@@ -318,7 +322,10 @@ class ClientLeg(Leg):
             self._prack_if_reliable(response)
         elif 200 <= response.code < 300:
             if self.final is not None and self.final.is_success:
-                self._extra_answer(response)
+                if response.to.tag == self.final.to.tag:
+                    self.resend_ack()  # a retransmission: our ACK was lost
+                else:
+                    self._extra_answer(response)
                 return
             self.final = response
             self.answered_at = self.context.clock.seconds()

@@ -1,7 +1,8 @@
 """What happens between two legs once a call is set up: the in-dialog
 requests each side sends, relayed to the other.
 
-  - BYE: answered at once, then the other leg is released.
+  - BYE: answered at once, then the other leg is released (a caller's BYE
+    before the answer ends the call like a CANCEL).
   - re-INVITE and UPDATE (hold, resume, codec changes, session refresh):
     relayed with their SDP through C{b2bua_rewrite_sdp}; one offer at a time
     per call, a second one gets C{491 Request Pending} (RFC 3261 14.2).  A
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from b2bua.core.hooks import HookFailed
 from b2bua.core.session_timer import MIN_SE, SessionTimer, parse_session_expires
 from b2bua.sip.errors import SIPError
 from b2bua.sip.message import Request, Response, make_response
@@ -45,6 +47,10 @@ class _Exchange:
         self.request = request
         self.transaction = transaction
         self.answer_2xx: Response | None = None
+        #: the final response, once relayed (later 2xx are retransmissions)
+        self.final: Response | None = None
+        #: the ACK we sent the target for its 2xx (and its next hop)
+        self.ack: tuple[Request, Any] | None = None
 
 
 class Relay:
@@ -103,6 +109,9 @@ class Relay:
                              disconnect=getattr(leg, "role", "peer"))
             elif leg is not call.a_leg:
                 leg.ended = True
+            else:
+                # the caller left its early dialog: like a CANCEL (RFC 3261 15.1.2)
+                call.cancel_received()
             return
         if method == "PRACK":
             self._respond(leg, transaction, request, 481, "No reliable provisional pending")
@@ -114,7 +123,11 @@ class Relay:
         if method in ("INVITE", "UPDATE"):
             self._offer(leg, request, transaction)
             return
-        claimed = call.context.hooks.handle_in_dialog_request(call, leg, request)
+        try:
+            claimed = call.context.hooks.handle_in_dialog_request(call, leg, request)
+        except HookFailed:
+            self._respond(leg, transaction, request, 500, "Plugin error")
+            return
         if claimed is not None:
             self._answer_claim(leg, request, transaction, claimed)
             return
@@ -168,7 +181,8 @@ class Relay:
         sent = other.send_in_dialog(
             request.method, body, content_type, headers,
             on_response=lambda r: self._offer_answered(exchange, r),
-            on_failure=lambda e: self._offer_failed(exchange))
+            on_failure=lambda e: self._offer_failed(exchange),
+            prepare=self._prepare(other, request.method))
         if sent is None:
             self.exchange = None
             self._respond(leg, transaction, request, 481)
@@ -181,9 +195,22 @@ class Relay:
         return [("Session-Expires", f"{timer.interval};refresher={refresher}"),
                 ("Supported", "timer")]
 
+    def _prepare(self, leg: Leg, method: str) -> Any:
+        """C{b2bua_prepare_outgoing_request} for a re-INVITE to a B leg."""
+        call = self.call
+        if method != "INVITE" or leg is call.a_leg:
+            return None
+        return lambda request: call.context.hooks.prepare_outgoing_request(call, leg, request)
+
     def _offer_answered(self, exchange: _Exchange, response: Response) -> None:
         if response.code < 200:
             return
+        if exchange.final is not None:
+            # a retransmitted 2xx: our ACK was lost; send it again, nothing more
+            if exchange.ack is not None and 200 <= response.code < 300:
+                self._send_ack(exchange.target, *exchange.ack)
+            return
+        exchange.final = response
         if self.exchange is exchange:
             self.exchange = None
         origin, target = exchange.origin, exchange.target
@@ -193,7 +220,7 @@ class Relay:
             body, content_type = self.call._rewritten_body(response, origin, "answer")
             if exchange.request.method == "INVITE":
                 if exchange.request.body or not response.body:
-                    self._ack(target, response)
+                    exchange.ack = self._ack(target, response)
                 else:
                     exchange.answer_2xx = response
                     target.awaiting_exchange = exchange  # type: ignore[attr-defined]
@@ -213,12 +240,17 @@ class Relay:
         self.call.hangup('SIP;cause=408;text="re-INVITE timed out"', disconnect="reinvite-failed")
 
     def _ack(self, leg: Leg, response: Response, body: bytes = b"",
-             content_type: str | None = None) -> None:
+             content_type: str | None = None) -> tuple[Request, Any] | None:
         dialog = leg.dialog
         if dialog is None:
-            return
+            return None
         cseq = response.cseq.number
         ack, hop = dialog.create_ack(cseq, body, content_type)
+        self._send_ack(leg, ack, hop)
+        return ack, hop
+
+    def _send_ack(self, leg: Leg, ack: Request, hop: Any) -> None:
+        """Send (or send again, unchanged) the ACK of a 2xx."""
         try:
             leg.context.transactions.send_ack(ack, leg.next_hop(hop)).addErrback(lambda f: None)
         except Exception:
@@ -234,7 +266,7 @@ class Relay:
         if held is not None and held.answer_2xx is not None:
             other.awaiting_exchange = None  # type: ignore[attr-defined]
             body, content_type = call._rewritten_body(ack, other, "answer")
-            self._ack(other, held.answer_2xx, body, content_type)
+            held.ack = self._ack(other, held.answer_2xx, body, content_type)
             return
         awaiting = getattr(other, "awaiting_ack_body", None)
         if awaiting is not None:
@@ -300,7 +332,8 @@ class Relay:
                     self._ack(leg, response)
                 self._refreshed(leg)
 
-        leg.send_in_dialog(method, body, content_type, headers, on_response=answered)
+        leg.send_in_dialog(method, body, content_type, headers, on_response=answered,
+                           prepare=self._prepare(leg, method))
 
     def stop(self) -> None:
         """Stop every timer (the call is over)."""

@@ -46,6 +46,9 @@ __all__ = ["ALLOW", "SUPPORTED", "CoreSettings", "Switch"]
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, INFO, REFER, NOTIFY, MESSAGE, PRACK"
 SUPPORTED = ("timer", "path", "outbound", "replaces")
 _OUTSIDE_DIALOG_ONLY = frozenset({"INVITE", "REGISTER", "OPTIONS", "CANCEL", "MESSAGE"})
+#: C{b2bua_sip_rejected_requests_total} reasons of validation failures
+_REJECTED = {400: "malformed", 416: "unsupported_uri_scheme", 420: "bad_extension",
+             483: "too_many_hops"}
 _KNOWN = frozenset({"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK",
                     "SUBSCRIBE", "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE"})
 
@@ -219,7 +222,7 @@ class Switch:
             validate_request(request, supported_extensions=SUPPORTED,
                              check_max_forwards=method != "OPTIONS")
         except SIPError as error:
-            self.metrics.request_rejected("invalid")
+            self.metrics.request_rejected(_REJECTED.get(error.code, "malformed"))
             self._respond(transaction, request, error.code, error.reason, error.headers)
             return
         if request.to.tag:
@@ -297,7 +300,7 @@ class Switch:
             if result.ok and result.username is not None:
                 return result.username
             stale = result.stale
-            self.metrics.request_rejected("auth")
+            self.metrics.request_rejected("auth_failed")
         header = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
         self._respond(transaction, request, 407 if proxy else 401,
                       headers=[(header, value) for value in digest.challenge(stale=stale)])
@@ -329,12 +332,12 @@ class Switch:
 
     def _invite(self, request: Request, transaction: Any) -> None:
         if self.draining:
-            self.metrics.request_rejected("draining")
+            self.metrics.request_rejected("overload")
             self._respond(transaction, request, 503, "Draining", [("Retry-After", "30")])
             return
         key = (request.call_id, request.from_.tag or "", request.cseq.number)
         if key in self._merged and self._merged[key] != id(transaction):
-            self.metrics.request_rejected("merged")
+            self.metrics.request_rejected("loop_detected")
             self._respond(transaction, request, 482, "Loop Detected")
             return
         asked = parse_session_expires(request)
@@ -383,20 +386,34 @@ class Switch:
     # -- drain ---------------------------------------------------------------------
 
     def drain(self) -> Deferred[None]:
-        """Refuse new calls (503) and wait for calls in progress, bounded by
-        C{settings.drain_timeout}; calls still up then are ended."""
+        """Refuse new calls (503) and wait for calls in progress, then for
+        the Deferreds plugins returned from notifications (a CDR being
+        written), bounded by C{settings.drain_timeout}; calls still up then
+        are ended (and waited for)."""
         self.draining = True
         waiting = [call.when_ended() for call in list(self.calls.values())]
         done: Deferred[None] = Deferred()
-        timer = self.clock.callLater(self.settings.drain_timeout, self._end_all)
 
-        def finished(_: object) -> None:
+        def complete(_: object = None) -> None:
             if timer.active():
                 timer.cancel()
             if not done.called:
                 done.callback(None)
 
-        DeferredList(waiting).addCallback(finished)
+        def timed_out() -> None:
+            self._end_all()
+            if not self.calls:
+                complete()
+
+        def calls_ended(_: object) -> None:
+            outstanding = list(self.hooks.outstanding)
+            if outstanding and timer.active():
+                DeferredList(outstanding).addCallback(complete)
+            else:
+                complete()
+
+        timer = self.clock.callLater(self.settings.drain_timeout, timed_out)
+        DeferredList(waiting).addCallback(calls_ended)
         return done
 
     def _end_all(self) -> None:

@@ -1,0 +1,1 @@
+"""Tests of the built-in feature plugins (C{plugins/})."""
