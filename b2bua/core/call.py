@@ -253,15 +253,12 @@ class Call:
         self._step_legs.append(leg)
         try:
             target = destination.next_hop or target_for_uri(destination.uri)
-        except TransportError as error:
-            leg.failure = error
-            return
-        invite = self.context.build_invite(self, leg, destination, target)
-        self.context.hooks.prepare_outgoing_request(self, leg, invite)
-        try:
+            invite = self.context.build_invite(self, leg, destination, target)
+            self.context.hooks.prepare_outgoing_request(self, leg, invite)
             leg.start(invite, target)
         except TransportError as error:
             leg.failure = error
+            self._responses.append(Response(480, "Temporarily Unavailable"))
 
     def _ring_timeout(self) -> None:
         self._ring_timer = None
@@ -335,8 +332,12 @@ class Call:
         """A B leg's INVITE timed out or could not be sent."""
         if self._ended:
             return
-        code = 408 if isinstance(error, TransactionTimeout) else 503
-        self._responses.append(Response(code))
+        # an unreachable callee is temporarily unavailable to the caller (a
+        # synthesized 503 would become 500 under RFC 3261 16.7)
+        if isinstance(error, TransactionTimeout):
+            self._responses.append(Response(408))
+        else:
+            self._responses.append(Response(480, "Temporarily Unavailable"))
         self._check_step_done()
 
     def _relay_provisional(self, leg: ClientLeg, response: Response) -> None:
