@@ -25,6 +25,7 @@ setup(
         "prometheus-client>=0.20",
         "txredisapi>=1.4.10",
         "treq>=23.11",
+        "psycopg[binary]>=3.1",
     ],
     extras_require={
         "test": [

@@ -1,0 +1,1 @@
+"""Tests for L{b2bua.db}: validation, migrations, repositories, change feed."""
