@@ -79,6 +79,13 @@ TRANSPORTS = frozenset({"u1", "t1"})
 KILL_GRACE = 5.0
 
 
+class TimeReactor(Protocol):
+    """The part of the reactor that L{wait_for_port} uses: a clock."""
+
+    def callLater(self, delay: float, callable: object, *args: object) -> IDelayedCall:
+        """Call C{callable(*args)} after C{delay} seconds."""
+
+
 class ProcessReactor(Protocol):
     """The part of the reactor that L{run_sipp} uses.
 
@@ -459,7 +466,7 @@ def port_in_use(port: int, kind: str = "udp") -> bool:
 
 
 def wait_for_port(
-    reactor: ProcessReactor,
+    reactor: TimeReactor,
     port: int,
     kind: str = "udp",
     timeout: float = 5.0,
