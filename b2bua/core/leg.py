@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
@@ -31,6 +32,16 @@ if TYPE_CHECKING:
 __all__ = ["ClientLeg", "Leg", "Outcome", "ServerLeg", "target_for_uri"]
 
 
+@lru_cache(maxsize=4096)
+def _is_ip_literal(host: str) -> bool:
+    """True for an IPv4 or IPv6 address literal (without brackets)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def target_for_uri(uri: URI) -> Target:
     """The next hop for a SIP URI whose host is an IP literal.
 
@@ -41,10 +52,8 @@ def target_for_uri(uri: URI) -> Target:
         raise TransportError(f"cannot send to {uri}")
     transport = (uri.transport or ("tls" if uri.scheme == "sips" else "udp")).upper()
     host = uri.params.get("maddr") or uri.host_unbracketed or ""
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise TransportError(f"no address for host {host!r} (needs DNS)") from None
+    if not _is_ip_literal(host):
+        raise TransportError(f"no address for host {host!r} (needs DNS)")
     port = uri.port or (5061 if transport == "TLS" else 5060)
     return Target(transport, host, port)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from functools import lru_cache
 
 from twisted.internet.interfaces import IListeningPort
 
@@ -125,7 +126,7 @@ class Listener:
     @property
     def version(self) -> int:
         """4 or 6: the IP version of the bound address."""
-        return ipaddress.ip_address(self.address.host).version
+        return _version(self.address.host)
 
     @property
     def sent_by(self) -> tuple[str, int]:
@@ -139,3 +140,9 @@ class Listener:
 
 def _unbracket(host: str) -> str:
     return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+
+
+@lru_cache(maxsize=256)
+def _version(host: str) -> int:
+    """4 or 6 for an IP literal."""
+    return ipaddress.ip_address(host).version

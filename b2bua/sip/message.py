@@ -86,19 +86,36 @@ class Headers:
     comma-separated values of list headers (Via, Route, Contact, ...).
     """
 
-    __slots__ = ("_fields", "_owner")
+    __slots__ = ("_fields", "_index", "_owner")
 
     def __init__(self, fields: list[tuple[str, str]] | None = None) -> None:
         #: list of [key, name, value]
         self._fields: list[list[str]] = []
+        #: key -> values, built on the first lookup, dropped on any change
+        self._index: dict[str, list[str]] | None = None
         self._owner: Message | None = None
         for name, value in fields or ():
             self._fields.append([header_key(name), name, value])
 
     def _changed(self) -> None:
+        self._index = None
         owner = self._owner
         if owner is not None and owner._cache:
             owner._cache.clear()
+
+    def _values(self, name: str) -> list[str] | None:
+        """The values of the lines named C{name} (through the index)."""
+        index = self._index
+        if index is None:
+            index = {}
+            for key, _, value in self._fields:
+                found = index.get(key)
+                if found is None:
+                    index[key] = [value]
+                else:
+                    found.append(value)
+            self._index = index
+        return index.get(header_key(name))
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         """Iterate (name, value) in order, one item per header line."""
@@ -109,40 +126,35 @@ class Headers:
         return len(self._fields)
 
     def __contains__(self, name: str) -> bool:
-        key = header_key(name)
-        return any(f[0] == key for f in self._fields)
+        return self._values(name) is not None
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The value of the first field named C{name} (whole line value)."""
-        key = header_key(name)
-        for f in self._fields:
-            if f[0] == key:
-                return f[2]
-        return default
+        values = self._values(name)
+        return values[0] if values else default
 
     def get_lines(self, name: str) -> list[str]:
         """Every field named C{name}, one string per header line, unsplit."""
-        key = header_key(name)
-        return [f[2] for f in self._fields if f[0] == key]
+        return list(self._values(name) or ())
 
     def get_all(self, name: str) -> list[str]:
         """Every value of C{name}; list headers are split at commas.
 
         @raise ParseError: on an unterminated quote or C{<} in a list header.
         """
-        key = header_key(name)
-        values = [f[2] for f in self._fields if f[0] == key]
-        if key in LIST_HEADERS:
+        values = self._values(name)
+        if not values:
+            return []
+        if header_key(name) in LIST_HEADERS:
             out: list[str] = []
             for v in values:
                 out.extend(split_list(v))
             return out
-        return values
+        return list(values)
 
     def count(self, name: str) -> int:
         """How many header lines are named C{name}."""
-        key = header_key(name)
-        return sum(1 for f in self._fields if f[0] == key)
+        return len(self._values(name) or ())
 
     def add(self, name: str, value: str) -> None:
         """Append a field (after any existing ones)."""

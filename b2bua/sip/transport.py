@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter
+from functools import lru_cache
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, fail, succeed
@@ -485,10 +486,12 @@ def _answerable(request: Request) -> bool:
     return True
 
 
+@lru_cache(maxsize=4096)
 def _ip_version(host: str) -> int:
     return ipaddress.ip_address(host).version
 
 
+@lru_cache(maxsize=4096)
 def _ip_literal(host: str) -> str:
     """C{host} as a canonical IP literal without brackets.
 

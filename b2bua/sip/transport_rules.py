@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import ipaddress
+from functools import lru_cache
 
 from b2bua.sip.errors import ParseError
 from b2bua.sip.headers import Via
@@ -125,6 +126,7 @@ def bad_request(request: Request, reason: str, code: int = 400) -> Response:
     return make_response(request, code, reason_phrase(reason))
 
 
+@lru_cache(maxsize=4096)
 def same_address(host: str, ip: str) -> bool:
     """True when a Via host (maybe bracketed, maybe a name) is that IP address."""
     bare = host[1:-1] if host.startswith("[") else host

@@ -22,6 +22,7 @@ import ipaddress
 import itertools
 from collections import Counter
 from collections.abc import Callable, Iterator
+from functools import lru_cache
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, fail, succeed
@@ -45,6 +46,7 @@ _connection_ids = itertools.count(1)
 PeerKey = tuple[str, str, int]
 
 
+@lru_cache(maxsize=4096)
 def normalize_host(host: str) -> str:
     """An IP literal in its canonical text form, without IPv6 brackets.
 
