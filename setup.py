@@ -34,5 +34,5 @@ setup(
             "ruff>=0.5",
         ],
     },
-    entry_points={},
+    entry_points={"console_scripts": ["b2bua-admin = b2bua.admin.cli:main"]},
 )
