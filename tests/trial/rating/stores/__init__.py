@@ -1,0 +1,1 @@
+"""Tests for the balance stores (L{rating.stores}) and L{rating.money}."""
