@@ -32,6 +32,7 @@ from b2bua.sip.listeners import ListenerError, parse_listener
 
 __all__ = [
     "DEMO_LISTEN",
+    "MIN_SECRET_LENGTH",
     "SECTIONS",
     "Config",
     "ConfigError",
@@ -46,6 +47,8 @@ __all__ = [
 ]
 
 DEMO_LISTEN = ("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060")
+#: The shortest C{storage.secret} accepted.
+MIN_SECRET_LENGTH = 16
 
 #: The sections a file may hold; C{rating} and C{media} have no keys yet.
 SECTIONS = ("sip", "core", "storage", "oam", "plugins", "rating", "media")
@@ -114,11 +117,27 @@ class CoreConfig:
 @dataclass(frozen=True)
 class StorageConfig:
     """The C{[storage]} section: where registrations, provisioning and
-    balances live (C{database} and C{balances} are for the layers to come)."""
+    balances live (C{balances} is for the charging layer to come).
+
+    @ivar migrate: bring the database schema up to date at start-up;
+        C{None} (not set) means yes for SQLite, no for PostgreSQL (see
+        L{should_migrate}).
+    @ivar secret: the key of the calling-card PIN hashes (empty: none; the
+        switch then refuses to start on a database that holds cards).
+    """
 
     locations: str = "memory"
     database: str = "sqlite:///var/b2bua.db"
     balances: str = "memory"
+    migrate: bool | None = None
+    secret: str = field(default="", repr=False)
+
+    @property
+    def should_migrate(self) -> bool:
+        """Whether start-up runs the migrations (L{migrate}, or its default)."""
+        if self.migrate is not None:
+            return self.migrate
+        return urlsplit(self.database).scheme == "sqlite"
 
 
 @dataclass(frozen=True)
@@ -422,6 +441,12 @@ def _storage(c: _Checker, data: dict[str, Any]) -> StorageConfig:
         database=c.take(table, "storage", "database", str, "sqlite:///var/b2bua.db",
                         _database_url),
         balances=c.take(table, "storage", "balances", str, "memory", _redis_url),
+        migrate=c.take(table, "storage", "migrate", bool, None),
+        secret=c.take(
+            table, "storage", "secret", str, "",
+            lambda v: None if v == "" or len(v) >= MIN_SECRET_LENGTH else
+            f"must be at least {MIN_SECRET_LENGTH} characters (or empty: no calling cards)",
+            secret=True),
     )
     c.unknown(table, "storage")
     return storage
@@ -482,8 +507,9 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
     """Read the configuration file at C{path}; C{None} gives the demo.
 
     The demo listens on loopback only (SIP on 127.0.0.1 UDP and TCP 5060,
-    OAM on 127.0.0.1:8080) and offers MD5 first so that any softphone can
-    register with the demo credentials.
+    OAM on 127.0.0.1:8080), keeps its provisioning in SQLite under
+    C{./var/} (seeded on first start by L{b2bua.demo}) and offers MD5 first
+    so that any softphone can register with the demo credentials.
 
     @raise ConfigError: when the file is missing, not TOML, or invalid.
     """

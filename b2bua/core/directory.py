@@ -1,29 +1,54 @@
 """The subscriber directory the core reads: tenants (SIP domains) and their
-extensions with digest HA1 values.
+extensions with digest HA1 values, plus the rest of provisioning that call
+processing needs (DIDs, vendors, connections, routing plans, tariffs).
 
-This is the in-memory snapshot that call processing reads per message (no
-SQL on that path); provisioning fills and refreshes it.  Passwords are never
-kept: only HA1 values per digest algorithm.
+This is the in-memory view that call processing reads per message (no SQL
+on that path).  A L{Directory} is built either by hand (L{add_tenant},
+L{add_extension}: tests and L{demo_directory}) or from the rows of the
+provisioning database (L{Directory.from_rows}, used by the live snapshot in
+L{b2bua.core.snapshot}); one built from rows is frozen: it is never changed
+after it is published, a change in the database builds a new one.
+
+Passwords are never kept: only HA1 values per digest algorithm.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Protocol
 
 from b2bua.sip.auth import compute_ha1
 
-__all__ = ["Directory", "Extension", "Tenant", "demo_directory"]
+__all__ = ["DEMO_DOMAIN", "DEMO_PASSWORD", "Directory", "DirectoryFrozen", "DirectoryView",
+           "Extension", "Row", "Tenant", "demo_directory"]
 
 DEMO_DOMAIN = "127.0.0.1"
 DEMO_PASSWORD = "1234"
 
+#: A provisioning row as the directory keeps it: a read-only mapping of the
+#: row's columns (JSON columns inside it are plain values: do not change them).
+Row = Mapping[str, Any]
+
+#: The digest algorithms whose HA1 values provisioning stores, by column.
+_HA1_COLUMNS = (("MD5", "ha1_md5"), ("SHA-256", "ha1_sha256"))
+
 
 @dataclass(frozen=True)
 class Tenant:
-    """A customer: one SIP domain (also its digest realm)."""
+    """A customer: one SIP domain (also its digest realm).
+
+    @ivar id: the customer's row id (C{None} when not from the database).
+    @ivar currency: ISO 4217 code of its balance and tariffs.
+    @ivar billing_timezone: IANA zone of its tariffs and invoices.
+    """
 
     domain: str
     name: str = ""
+    id: int | None = None
+    currency: str = ""
+    billing_timezone: str = "UTC"
 
 
 @dataclass(frozen=True)
@@ -31,13 +56,15 @@ class Extension:
     """A phone line of a tenant.
 
     @ivar ha1: HA1 hex digests keyed by algorithm (C{MD5}, C{SHA-256}).
+    @ivar id: the account's row id (C{None} when not from the database).
     """
 
     tenant: Tenant
     number: str
     username: str
-    ha1: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+    ha1: Mapping[str, str] = field(default_factory=dict, hash=False, compare=False)
     display_name: str = ""
+    id: int | None = None
 
     @property
     def aor(self) -> str:
@@ -45,36 +72,140 @@ class Extension:
         return f"{self.number}@{self.tenant.domain}"
 
 
+class DirectoryView(Protocol):
+    """What the core and plugins read: a L{Directory}, or something that
+    delegates to the current one (the live L{b2bua.core.snapshot.Snapshot})."""
+
+    def tenant(self, domain: str) -> Tenant | None:
+        """The tenant serving C{domain}, if any."""
+
+    def extension(self, domain: str, number: str) -> Extension | None:
+        """The extension C{number} of the tenant at C{domain}, if any."""
+
+    def by_username(self, realm: str, username: str) -> Extension | None:
+        """The extension authenticating as C{username} in C{realm}."""
+
+    def lookup_ha1(self, username: str, realm: str, algorithm: str) -> str | None:
+        """HA1 for digest checks (C{None} for an unknown user)."""
+
+
+class DirectoryFrozen(TypeError):
+    """A change to a directory that has been published (built from rows)."""
+
+
+def _freeze(row: Mapping[str, Any]) -> Row:
+    """A read-only copy of C{row}."""
+    return MappingProxyType(dict(row))
+
+
 class Directory:
-    """Tenants by domain and extensions by (domain, user)."""
+    """Tenants by domain and extensions by (domain, number) and by (realm,
+    username); DIDs by number; vendors, connections, routing plans and
+    tariffs by id."""
 
     def __init__(self) -> None:
         self._tenants: dict[str, Tenant] = {}
+        self._tenants_by_id: dict[int, Tenant] = {}
         self._extensions: dict[tuple[str, str], Extension] = {}
         self._by_username: dict[tuple[str, str], Extension] = {}
+        self._dids: dict[str, Row] = {}
+        self._vendors: dict[int, Row] = {}
+        self._connections: dict[int, Row] = {}
+        self._routing_plans: dict[int, Row] = {}
+        self._tariffs: dict[int, Row] = {}
+        self._frozen = False
+
+    # -- building ----------------------------------------------------------------------
+
+    @classmethod
+    def from_rows(cls, rows: Mapping[str, Iterable[Mapping[str, Any]]]) -> Directory:
+        """Build a frozen directory from what
+        L{b2bua.db.repository.load_directory_rows} read.
+
+        Customers become tenants (their C{sip_domain} is the realm), accounts
+        become extensions with their stored HA1 values (accounts of a
+        customer not in C{rows} are left out), the other collections are
+        kept as read-only rows.  Missing collections are empty.
+        """
+        directory = cls()
+        for row in rows.get("customers", ()):
+            directory.add_tenant(Tenant(row["sip_domain"], row.get("name") or "", row["id"],
+                                        row.get("currency") or "",
+                                        row.get("billing_timezone") or "UTC"))
+        for row in rows.get("accounts", ()):
+            tenant = directory._tenants_by_id.get(row["customer_id"])
+            if tenant is None:
+                continue
+            ha1 = {alg: row[column] for alg, column in _HA1_COLUMNS if row.get(column)}
+            directory._put(Extension(tenant, row["number"], row["sip_username"],
+                                     MappingProxyType(ha1), row.get("caller_id_name") or "",
+                                     row["id"]))
+        for row in rows.get("dids", ()):
+            directory._dids[row["number"]] = _freeze(row)
+        for name, table in (("vendors", directory._vendors),
+                            ("connections", directory._connections),
+                            ("routing_plans", directory._routing_plans),
+                            ("tariffs", directory._tariffs)):
+            for row in rows.get(name, ()):
+                table[row["id"]] = _freeze(row)
+        directory._frozen = True
+        return directory
+
+    def _check_open(self) -> None:
+        if self._frozen:
+            raise DirectoryFrozen("this directory is published: build a new one")
 
     def add_tenant(self, tenant: Tenant) -> None:
-        """Add or replace a tenant."""
+        """Add or replace a tenant.  @raise DirectoryFrozen: once published."""
+        self._check_open()
         self._tenants[tenant.domain.lower()] = tenant
+        if tenant.id is not None:
+            self._tenants_by_id[tenant.id] = tenant
 
     def add_extension(self, tenant: Tenant, number: str, password: str,
                       username: str | None = None, display_name: str = "") -> Extension:
-        """Add an extension, computing its HA1 values from C{password}."""
+        """Add an extension, computing its HA1 values from C{password}.
+
+        @raise DirectoryFrozen: once published.
+        """
+        self._check_open()
         username = username or number
         realm = tenant.domain
         ha1 = {alg: compute_ha1(username, realm, password, alg) for alg in ("MD5", "SHA-256")}
         ext = Extension(tenant, number, username, ha1, display_name)
-        self._extensions[(tenant.domain.lower(), number)] = ext
-        self._by_username[(realm.lower(), username)] = ext
+        self._put(ext)
         return ext
+
+    def _put(self, ext: Extension) -> None:
+        """Index C{ext} by number and by username."""
+        domain = ext.tenant.domain.lower()
+        self._extensions[(domain, ext.number)] = ext
+        self._by_username[(domain, ext.username)] = ext
+
+    # -- the read API (DirectoryView) --------------------------------------------------
 
     def tenant(self, domain: str) -> Tenant | None:
         """The tenant serving C{domain}, if any."""
         return self._tenants.get(domain.lower())
 
+    def tenant_by_id(self, customer_id: int) -> Tenant | None:
+        """The tenant of customer C{customer_id}, if it is active."""
+        return self._tenants_by_id.get(customer_id)
+
+    def tenants(self) -> list[Tenant]:
+        """Every tenant."""
+        return list(self._tenants.values())
+
     def extension(self, domain: str, number: str) -> Extension | None:
         """The extension C{number} of the tenant at C{domain}, if any."""
         return self._extensions.get((domain.lower(), number))
+
+    def extensions(self, domain: str | None = None) -> list[Extension]:
+        """Every extension (of the tenant at C{domain}, when given)."""
+        if domain is None:
+            return list(self._extensions.values())
+        wanted = domain.lower()
+        return [e for (d, _), e in self._extensions.items() if d == wanted]
 
     def by_username(self, realm: str, username: str) -> Extension | None:
         """The extension authenticating as C{username} in C{realm}."""
@@ -85,12 +216,56 @@ class Directory:
         ext = self._by_username.get((realm.lower(), username))
         return None if ext is None else ext.ha1.get(algorithm)
 
+    def did(self, number: str) -> Row | None:
+        """The active DID C{number}, tried as given and then with its
+        leading C{+} added or removed (carriers differ)."""
+        found = self._dids.get(number)
+        if found is None and number:
+            other = number[1:] if number.startswith("+") else f"+{number}"
+            found = self._dids.get(other)
+        return found
+
+    def vendor(self, vendor_id: int) -> Row | None:
+        """The active vendor C{vendor_id}, if any."""
+        return self._vendors.get(vendor_id)
+
+    def connection(self, connection_id: int) -> Row | None:
+        """The enabled connection C{connection_id} of an active vendor, if any."""
+        return self._connections.get(connection_id)
+
+    def connections(self) -> list[Row]:
+        """Every enabled connection of an active vendor, by id."""
+        return [self._connections[k] for k in sorted(self._connections)]
+
+    def routing_plan(self, plan_id: int) -> Row | None:
+        """The routing plan C{plan_id}, if any."""
+        return self._routing_plans.get(plan_id)
+
+    def routing_plans(self) -> list[Row]:
+        """Every routing plan, by id."""
+        return [self._routing_plans[k] for k in sorted(self._routing_plans)]
+
+    def tariff(self, tariff_id: int) -> Row | None:
+        """The tariff C{tariff_id} (id, name, currency, document), if any."""
+        return self._tariffs.get(tariff_id)
+
+    def counts(self) -> dict[str, int]:
+        """How many of each thing it holds (for logs and metrics)."""
+        return {"tenants": len(self._tenants), "extensions": len(self._extensions),
+                "dids": len(self._dids), "vendors": len(self._vendors),
+                "connections": len(self._connections),
+                "routing_plans": len(self._routing_plans), "tariffs": len(self._tariffs)}
+
     def __len__(self) -> int:
         return len(self._extensions)
 
 
 def demo_directory() -> Directory:
-    """The embedded demo: tenant C{127.0.0.1}, extensions 1000-1019, password 1234."""
+    """The embedded demo: tenant C{127.0.0.1}, extensions 1000-1019, password 1234.
+
+    The running switch keeps its demo in SQLite (L{b2bua.demo}); this
+    in-memory one serves tests and the test harness.
+    """
     directory = Directory()
     tenant = Tenant(DEMO_DOMAIN, "demo")
     directory.add_tenant(tenant)

@@ -99,12 +99,16 @@ class DefaultsAndDemoTests(_ConfigTestCase):
                          (path, path))
 
     def test_demo_without_a_file(self) -> None:
-        """C{load_config(None)} is the demo, flagged as such, storing in memory."""
+        """C{load_config(None)} is the demo, flagged as such, storing
+        registrations and balances in memory and provisioning in SQLite
+        under C{./var/} (migrated at start)."""
         config = load_config(None)
         self.assertTrue(config.demo)
         self.assertEqual(config.source, "<demo>")
         self.assertEqual((config.storage.locations, config.storage.balances),
                          ("memory", "memory"))
+        self.assertEqual(config.storage.database, "sqlite:///var/b2bua.db")
+        self.assertTrue(config.storage.should_migrate)
 
     def test_demo_listens_on_loopback_only(self) -> None:
         """Every demo listener, SIP and OAM, is on a loopback address."""
@@ -395,6 +399,31 @@ class OtherSectionTests(_ConfigTestCase):
                                                 "redis://127.0.0.1"))
         self.assertEqual(parse('[storage]\ndatabase = "sqlite:////srv/b2bua.db"\n')
                          .storage.database, "sqlite:////srv/b2bua.db")
+
+    def test_storage_migrate(self) -> None:
+        """C{migrate} defaults to yes for SQLite and no for PostgreSQL; a
+        given value wins; it must be a boolean."""
+        self.assertIsNone(parse("").storage.migrate)
+        self.assertTrue(parse("").storage.should_migrate)
+        postgresql = '[storage]\ndatabase = "postgresql://db.example/b2bua"\n'
+        self.assertFalse(parse(postgresql).storage.should_migrate)
+        self.assertTrue(parse(postgresql + "migrate = true\n").storage.should_migrate)
+        self.assertFalse(parse("[storage]\nmigrate = false\n").storage.should_migrate)
+        self.assertProblem('[storage]\nmigrate = "yes"\n',
+                           "storage.migrate: expected true or false (got 'yes')")
+
+    def test_storage_secret(self) -> None:
+        """The PIN secret is optional; a short one is refused without being
+        repeated; it never shows in a printed configuration."""
+        self.assertEqual(parse("").storage.secret, "")
+        config = parse('[storage]\nsecret = "0123456789abcdef-pin-key"\n')
+        self.assertEqual(config.storage.secret, "0123456789abcdef-pin-key")
+        self.assertNotIn("pin-key", repr(config))
+        problems = self.problems('[storage]\nsecret = "hunter2"\n')
+        self.assertEqual(problems, [f"{SOURCE}: storage.secret: must be at least 16 "
+                                    "characters (or empty: no calling cards)"])
+        self.assertNotIn("hunter2", problems[0])
+        self.assertProblem("[storage]\nsecret = 12\n", "storage.secret: expected a string")
 
     def test_storage_problems(self) -> None:
         """Each bad storage URL is reported under its key."""

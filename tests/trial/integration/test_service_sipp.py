@@ -21,6 +21,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
+from b2bua.demo import seed_database
 from tests.trial.integration.sipp import (
     SippResult,
     free_port,
@@ -46,6 +47,10 @@ drain_timeout = 2
 
 [oam]
 listen = "tcp:{oam}:interface=127.0.0.1"
+
+[storage]
+# seeded with the demo extensions (b2bua.demo.seed_database) before start
+database = "sqlite:///{database}"
 """
 
 
@@ -79,16 +84,23 @@ class ServiceWithSippTests(unittest.TestCase):
         while free_port("tcp") == self.port:  # pragma: no cover - very unlikely
             pass
         folder = tempfile.mkdtemp(prefix="b2bua-it-")
+        database = Path(folder) / "var" / "b2bua.db"
         config = Path(folder) / "b2bua.toml"
-        config.write_text(CONFIG.format(port=self.port, oam=free_port("tcp")))
+        config.write_text(CONFIG.format(port=self.port, oam=free_port("tcp"),
+                                        database=database))
         self.twistd = _Twistd()
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
                 "-n", "--pidfile=", "--logfile=-", "b2bua", "--config", str(config)]
-        self.process = reactor.spawnProcess(self.twistd, sys.executable, argv, env=env,
-                                            path=folder)
-        self.addCleanup(self._stop)
-        d = wait_for_port(reactor, self.port, "tcp", timeout=20.0)
+
+        def spawn(_: object) -> Deferred[None]:
+            self.process = reactor.spawnProcess(self.twistd, sys.executable, argv, env=env,
+                                                path=folder)
+            self.addCleanup(self._stop)
+            return wait_for_port(reactor, self.port, "tcp", timeout=20.0)
+
+        d = seed_database(f"sqlite:///{database}", reactor, admin_key=False)
+        d.addCallback(spawn)
         d.addErrback(self._explain)
         return d
 
