@@ -32,6 +32,7 @@ setup(
             "hypothesis>=6.100",
             "import-linter>=2.0",
             "ruff>=0.5",
+            "schemathesis>=4.32,<5",
         ],
     },
     entry_points={"console_scripts": ["b2bua-admin = b2bua.admin.cli:main"]},

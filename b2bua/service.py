@@ -22,6 +22,7 @@ is then stopped and the process exits with status 2 (see L{exit_startup}).
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import os
 import sys
@@ -56,7 +57,10 @@ from b2bua.sip.listeners import parse_listener
 from b2bua.sip.timers import Timers
 from b2bua.sip.transaction import TransactionLayer
 from b2bua.sip.transport import TransportLayer
+from oam.api import make_api, mount
 from oam.site import OAMSite
+from plugins.ip_trust import NAME as IP_TRUST
+from plugins.ip_trust import IPTrust
 from plugins.local_routing import NAME as LOCAL_ROUTING
 from plugins.local_routing import LocalRouting
 
@@ -128,7 +132,16 @@ def exit_startup(reactor: Any) -> Callable[[str], None]:
 
 def builtin_plugins() -> dict[str, Any]:
     """The features shipped with the switch, by plugin name."""
-    return {LOCAL_ROUTING: LocalRouting()}
+    return {LOCAL_ROUTING: LocalRouting(), IP_TRUST: IPTrust()}
+
+
+def _tune_garbage_collector() -> None:
+    """Move what start-up built out of the collector's way and collect young
+    objects less often: with thousands of live calls, frequent full passes
+    stall the reactor long enough to cause retransmissions."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20000, 50, 100)
 
 
 def _repositories(database: Database, feed: ChangeFeed, secret: str) -> dict[str, Repository]:
@@ -187,11 +200,16 @@ class SwitchService(MultiService):
     log = Logger()
 
     def __init__(self, reactor: Any, config: Config, *,
-                 fatal: Callable[[str], None] | None = None) -> None:
+                 fatal: Callable[[str], None] | None = None,
+                 tune_gc: bool = False) -> None:
         """
+        @param tune_gc: tune Python's garbage collector for a long-running
+            switch once started (twistd does; tests, sharing the process,
+            do not).
         @param fatal: called with the line when start-up fails after
             C{startService} returned (default: L{exit_startup}).
         """
+        self._tune_gc = tune_gc
         super().__init__()
         self.reactor = reactor
         self.config = config
@@ -337,6 +355,8 @@ class SwitchService(MultiService):
         self._check_running()
         self.feed = ChangeFeed()
         self.repositories = _repositories(database, self.feed, secret)
+        mount(self.oam, make_api(self.repositories, database, self.oam.report_error,
+                                 version=__version__))
         if database.dialect.name == "postgresql":
             await self._listen_for_changes(database, self.feed)
         if self.config.demo:
@@ -356,6 +376,8 @@ class SwitchService(MultiService):
             except Exception as error:
                 raise StartupError(f"{self.config.source}: sip.listen: cannot listen on "
                                    f"{listener!r}: {error}") from None
+        if self._tune_gc:
+            _tune_garbage_collector()
         self.ready = True
 
     async def _check_schema(self, database: Database) -> None:

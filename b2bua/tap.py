@@ -74,7 +74,7 @@ def build_service(reactor: Any, config: Config) -> IService:
     from b2bua.sip.tls import TLSConfigError
 
     try:
-        return SwitchService(reactor, config)
+        return SwitchService(reactor, config, tune_gc=True)
     except (PluginError, TLSConfigError) as error:
         raise _refuse([f"{config.source}: {error}"]) from None
 

@@ -347,7 +347,12 @@ class Switch:
         source: Source = transaction.source
         identity = self.hooks.trusted_source(source, request)
         tenant = ""
-        if identity is None:
+        if identity is not None:
+            # a trusted source calls as an address-of-record of a tenant
+            domain = identity.rpartition("@")[2].lower()
+            if self.directory.tenant(domain) is not None:
+                tenant = domain
+        else:
             realm = (request.from_.uri.host or "").lower()
             username = self._authenticate(request, transaction, realm, proxy=True)
             if username is None:

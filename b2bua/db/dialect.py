@@ -57,7 +57,8 @@ def format_timestamp(value: datetime) -> str:
     """
     if value.tzinfo is None:
         raise ValueError("a timestamp needs a time zone")
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = value.astimezone(UTC)
+    return f"{utc.year:04d}" + utc.strftime("-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_timestamp(text: str) -> datetime:

@@ -108,6 +108,8 @@ def _timestamp(value: Any) -> datetime:
         raise ValueError("must be an ISO 8601 timestamp such as 2024-05-01T12:00:00Z")
     try:
         return parse_timestamp(value)
+    except OverflowError:
+        raise ValueError("is out of range") from None
     except ValueError as error:
         if "zone" in str(error):
             raise ValueError("needs a time zone (Z or +hh:mm)") from None

@@ -1,0 +1,1 @@
+"""Tests for L{oam.api}: the provisioning REST API over a real SQLite database."""
