@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -262,7 +263,18 @@ class Database:
         raw.execute("PRAGMA foreign_keys = ON")
         raw.execute("PRAGMA busy_timeout = 30000")
         if self._path != ":memory:":
-            raw.execute("PRAGMA journal_mode = WAL")
+            # switching to WAL needs the file to itself and does not always
+            # wait on the busy timeout: retry while another connection of
+            # another process or Database holds it (this runs in a worker
+            # thread, never in the reactor's)
+            for attempt in range(100):
+                try:
+                    raw.execute("PRAGMA journal_mode = WAL")
+                    break
+                except sqlite3.OperationalError as error:
+                    if "locked" not in str(error) or attempt == 99:
+                        raise
+                    time.sleep(0.05)
         return raw
 
     def _open_postgresql(self) -> Any:

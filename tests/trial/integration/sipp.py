@@ -146,12 +146,19 @@ def free_port(kind: str = "udp") -> int:
     socket, so another process could still take it before the caller
     binds it; on a test machine that race is rare enough.
 
-    @param kind: C{"udp"} or C{"tcp"}.
+    @param kind: C{"udp"}, C{"tcp"} or C{"both"} (free for both at once).
     @raise ValueError: for any other C{kind}.
     """
     kinds = {"udp": socket.SOCK_DGRAM, "tcp": socket.SOCK_STREAM}
+    if kind == "both":
+        # a port free for UDP and TCP at once (a SIP listener takes both)
+        for _ in range(100):
+            port = free_port("udp")
+            if not port_in_use(port, "tcp"):
+                return port
+        raise RuntimeError("no loopback port free for both UDP and TCP")
     if kind not in kinds:
-        raise ValueError(f"kind must be 'udp' or 'tcp', not {kind!r}")
+        raise ValueError(f"kind must be 'udp', 'tcp' or 'both', not {kind!r}")
     with socket.socket(socket.AF_INET, kinds[kind]) as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]

@@ -44,7 +44,7 @@ class StackWithSippTests(unittest.TestCase):
         self.transactions = TransactionLayer(reactor, self.transport, self.uas)
         self.transport.user = self.transactions
         self.uas.find_cancelled = self.transactions.find_cancelled
-        port = free_port("udp")
+        port = free_port("both")
         self.transport.listen(f"udp:127.0.0.1:{port}")
         self.transport.listen(f"tcp:127.0.0.1:{port}")
         self.target = f"127.0.0.1:{port}"
