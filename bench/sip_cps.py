@@ -254,11 +254,19 @@ class Target:
     note: str
 
 
-def our_config(port: int) -> str:
+#: Digest-authenticate every call (407 + second INVITE) instead of trusting
+#: the caller's address as sippy's static route does; set by C{--digest}.
+DIGEST_EVERY_CALL = False
+
+
+def our_config(port: int, database: str) -> str:
     """Return a TOML config for our service on UDP C{port}, using only the keys it knows.
 
     sipp answers MD5 challenges only, and digests C{sip:HOST:PORT} rather than
     the Request-URI, so those settings are relaxed when the service has them.
+    Unless C{--digest} is given, the caller's address (127.0.0.1) is trusted
+    as extension 1000 (the built-in C{ip_trust} plugin): sippy's B2BUA is
+    measured without authentication, so ours is too.
     """
     sys.path.insert(0, str(ROOT))
     from b2bua import config
@@ -275,7 +283,22 @@ def our_config(port: int) -> str:
         lines.append("digest_check_uri = false")
     if knows("OAMConfig", "enabled"):
         lines += ["", "[oam]", "enabled = false"]
+    if knows("StorageConfig", "database"):
+        lines += ["", "[storage]", f'database = "{database}"']
+    if not DIGEST_EVERY_CALL:
+        trusted = f'sources = {{ "127.0.0.1/32" = "{CALLER}@127.0.0.1" }}'
+        lines += ["", "[plugins.ip_trust]", trusted]
     return "\n".join(lines) + "\n"
+
+
+def seed(database: str, env: dict[str, str]) -> None:
+    """Create the demo tenant's extensions (1000-1019, password 1234) in
+    C{database}: with a configuration file the service seeds nothing."""
+    code = ("from twisted.internet.task import react\n"
+            "from b2bua.demo import seed_database\n"
+            f"react(lambda reactor: seed_database({database!r}, reactor, admin_key=False))\n")
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60,
+                   stdout=subprocess.DEVNULL)
 
 
 def start_ours(procs: Processes, callee_port: int) -> Target:
@@ -284,9 +307,11 @@ def start_ours(procs: Processes, callee_port: int) -> Target:
         raise BenchError(f"{TWISTD} is missing: run `make install` first")
     port = free_port()
     config = procs.workdir / "ours.toml"
-    config.write_text(our_config(port))
+    database = f"sqlite:///{procs.workdir / 'b2bua.db'}"
+    config.write_text(our_config(port, database))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))  # fmt: skip
+    seed(database, env)
     proc = procs.start("ours", [str(TWISTD), "-n", "--pidfile=", "b2bua", "--config", str(config)],
                        B2BUA_CPU, env)  # fmt: skip
     wait_bound(procs, proc, "ours", port)
@@ -300,7 +325,9 @@ def start_ours(procs: Processes, callee_port: int) -> Target:
         raise NotRouting(f"registering extension {CALLEE} failed (sipp exit {code}): "
                          "the service does not act as registrar")  # fmt: skip
     auth = ["-au", CALLER, "-ap", PASSWORD, "-set", "caller", CALLER]
-    return Target("ours", proc, port, auth, "digest-authenticates every call (407 + 2nd INVITE)")
+    note = ("digest-authenticates every call (407 + 2nd INVITE)" if DIGEST_EVERY_CALL else
+            "trusts the caller's address as extension 1000, like sippy's static route")
+    return Target("ours", proc, port, auth, note)
 
 
 def start_sippy(procs: Processes, callee_port: int) -> Target:
@@ -555,7 +582,11 @@ def main(argv: list[str]) -> int:
     only = parser.add_mutually_exclusive_group()
     only.add_argument("--ours-only", action="store_true", help="measure ours only")
     only.add_argument("--sippy-only", action="store_true", help="measure sippy only")
+    parser.add_argument("--digest", action="store_true",
+                        help="ours digest-authenticates every call (sippy never does)")
     args = parser.parse_args(argv)
+    global DIGEST_EVERY_CALL
+    DIGEST_EVERY_CALL = args.digest
     if args.quick:
         args.step_seconds, args.budget, args.hold_calls, args.hold_ramp = 3.0, 30.0, 200, 8.0
     if shutil.which("sipp") is None:
