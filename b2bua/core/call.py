@@ -386,6 +386,16 @@ class Call:
         self.context.call_answered(self, now - self.received_at)
         self.context.hooks.call_answered(self, leg, now)
         self.relay.start_session_timers(response)
+        self.context.clock.callLater(0, self._compact)
+
+    def _compact(self) -> None:
+        """The call is set up: the messages its legs keep for the rest of it
+        drop their parsed headers (a long call costs their text only)."""
+        leg = self.answered_leg
+        for message in (self.a_leg.request, getattr(leg, "invite", None),
+                        getattr(leg, "final", None), getattr(leg, "ack", None)):
+            if message is not None:
+                message.compact()
 
     def _ack_timeout(self) -> None:
         self.hangup('SIP;cause=408;text="no ACK"', disconnect="no-ack")

@@ -287,6 +287,12 @@ class Message:
         headers._owner = self
         self.body = body
 
+    def compact(self) -> None:
+        """Drop the parsed forms of the headers (they are parsed again when
+        read): a message kept for a long call then costs its text only."""
+        self._cache.clear()
+        self.headers._index = None
+
     def _typed(self, key: str, build):  # type: ignore[no-untyped-def]
         cache = self._cache
         try:
