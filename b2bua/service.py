@@ -59,10 +59,14 @@ from b2bua.sip.transaction import TransactionLayer
 from b2bua.sip.transport import TransportLayer
 from oam.api import make_api, mount
 from oam.site import OAMSite
+from plugins.charging import NAME as CHARGING
+from plugins.charging import Charging
 from plugins.ip_trust import NAME as IP_TRUST
 from plugins.ip_trust import IPTrust
 from plugins.local_routing import NAME as LOCAL_ROUTING
 from plugins.local_routing import LocalRouting
+from rating.stores.memory import MemoryBalanceStore
+from rating.stores.redis import RedisBalanceStore
 
 __all__ = ["EXIT_STARTUP", "STORAGE_STOP_TIMEOUT", "StartupError", "SwitchService",
            "builtin_plugins", "exit_startup"]
@@ -132,7 +136,18 @@ def exit_startup(reactor: Any) -> Callable[[str], None]:
 
 def builtin_plugins() -> dict[str, Any]:
     """The features shipped with the switch, by plugin name."""
-    return {LOCAL_ROUTING: LocalRouting(), IP_TRUST: IPTrust()}
+    return {LOCAL_ROUTING: LocalRouting(), IP_TRUST: IPTrust(), CHARGING: Charging()}
+
+
+def _redis(url: str) -> Any:
+    """A lazy txredisapi connection pool for a C{redis://} URL."""
+    import txredisapi
+
+    from b2bua.core.location_redis import redis_connection_args
+
+    args = redis_connection_args(url)
+    args.pop("ssl_context_factory", None)
+    return txredisapi.lazyConnectionPool(**args)
 
 
 def _tune_garbage_collector() -> None:
@@ -217,6 +232,7 @@ class SwitchService(MultiService):
         self.metrics = Metrics()
         self.metrics.registry.register(_SnapshotMetrics(self))
         self.location = self._location_store()
+        self.balance_store = self._balance_store()
         self.registrar = Registrar(self.location, reactor)
         self.metrics.track_registrations(self.location.count)
         self.pm = build_plugin_manager(builtin_plugins(), config.plugins.disabled)
@@ -264,14 +280,16 @@ class SwitchService(MultiService):
         url = self.config.storage.locations
         if url == "memory":
             return MemoryLocationStore(self.reactor)
-        import txredisapi
+        from b2bua.core.location_redis import RedisLocationStore
 
-        from b2bua.core.location_redis import RedisLocationStore, redis_connection_args
+        return RedisLocationStore(_redis(url), self.reactor)
 
-        args = redis_connection_args(url)
-        args.pop("ssl_context_factory", None)
-        connection = txredisapi.lazyConnectionPool(**args)
-        return RedisLocationStore(connection, self.reactor)
+    def _balance_store(self) -> Any:
+        """The balance store of C{[storage] balances} (memory or Redis)."""
+        url = self.config.storage.balances
+        if url == "memory":
+            return MemoryBalanceStore(self.reactor)
+        return RedisBalanceStore(_redis(url), self.reactor)
 
     # -- starting ----------------------------------------------------------------------
 
@@ -367,7 +385,7 @@ class SwitchService(MultiService):
         self._check_running()
         self.switch.directory = self.snapshot
         services = Services(self.reactor, self.snapshot, self.registrar, self.location,
-                            self.metrics)
+                            self.metrics, extra={"balance_store": self.balance_store})
         self.pm.hook.b2bua_configure.call_historic(
             kwargs={"services": services, "settings": dict(self.config.plugins.settings)})
         for listener in self.config.sip.listen:

@@ -1,0 +1,118 @@
+"""CDRs: every call's detail record, made durable before the call is let go.
+
+A thin plugin over L{rating.cdr_writer.CDRWriter}: at C{b2bua_call_ended}
+it builds the call's L{rating.cdr.CDR} and returns C{writer.append(cdr)},
+whose Deferred fires once the CDR is durable in the journal (so a drain or
+a shutdown waits for it).  The writer, its journal and its database belong
+to the service, which puts the writer in C{services.extra["cdr_writer"]}
+before the plugins are configured (and starts and stops it); without one
+the plugin stays idle.
+
+It runs after the other implementations of C{b2bua_call_ended}
+(C{trylast}), so the charging plugin has committed the call's cost first.
+When that commit is asynchronous, the charging data in
+C{call.data["charging"]} may carry C{settled}, a Deferred firing once the
+final cost is in it: the CDR waits for it, for at most C{settle_timeout}
+seconds (C{[plugins.cdrs] settle_timeout}, default 10), and is written
+with what is known if it fails or takes longer (noted in the breakdown).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from b2bua.core.call import Call, CallRecord
+from b2bua.core.services import Services
+from b2bua.hookspecs import hookimpl
+from rating.cdr import CDR, cdr_for_call
+from rating.cdr_writer import CDRWriter
+
+NAME = "cdrs"
+DEFAULT_SETTLE_TIMEOUT = 10.0
+
+log = Logger()
+
+
+def _settled(charging: Any) -> Deferred[Any] | None:
+    """The charging data's C{settled} Deferred, if it has one."""
+    if charging is None:
+        return None
+    value = charging.get("settled") if isinstance(charging, Mapping) \
+        else getattr(charging, "settled", None)
+    return value if isinstance(value, Deferred) else None
+
+
+class CDRs:
+    """The built-in plugin that writes a CDR for every call (module docstring)."""
+
+    def __init__(self) -> None:
+        self.writer: CDRWriter | None = None
+        self.services: Services | None = None
+        self.settle_timeout = DEFAULT_SETTLE_TIMEOUT
+
+    @hookimpl
+    def b2bua_configure(self, services: Services, settings: dict[str, Any]) -> None:
+        """Take the writer from C{services.extra["cdr_writer"]}, if any."""
+        self.services = services
+        self.writer = services.extra.get("cdr_writer")
+        own = settings.get(NAME, {})
+        timeout = own.get("settle_timeout") if isinstance(own, Mapping) else None
+        if isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout >= 0:
+            self.settle_timeout = timeout
+        if self.writer is None:
+            log.info("cdrs: no CDR writer configured; CDRs are not stored")
+
+    @hookimpl(trylast=True)
+    def b2bua_call_ended(self, call: Call, record: CallRecord) -> Deferred[None] | None:
+        """Build the call's CDR and journal it (the Deferred fires once durable)."""
+        writer, services = self.writer, self.services
+        if writer is None or services is None:
+            return None
+        settled = _settled(call.data.get("charging"))
+        if settled is None:
+            return writer.append(self._cdr(call, record, None))
+        return self._after_settling(call, record, settled)
+
+    def _cdr(self, call: Call, record: CallRecord, note: str | None) -> CDR:
+        """The CDR of C{call}, with C{note} about its charging if any."""
+        directory = self.services.directory if self.services is not None else None
+        cdr = cdr_for_call(call, record, directory)
+        if note:
+            cdr.breakdown["charging"] = note
+        return cdr
+
+    def _after_settling(self, call: Call, record: CallRecord,
+                        settled: Deferred[Any]) -> Deferred[None]:
+        """Wait (bounded) for the charging commit, then journal the CDR."""
+        assert self.services is not None and self.writer is not None
+        writer = self.writer
+        clock = self.services.clock
+        ready: Deferred[str | None] = Deferred()
+
+        def finished(result: Any) -> Any:
+            if not ready.called:
+                if timer.active():
+                    timer.cancel()
+                note = None
+                if hasattr(result, "getErrorMessage"):
+                    log.warn("cdrs: charging of {call_id} failed ({error}); writing its CDR "
+                             "with what is known", call_id=call.id,
+                             error=result.getErrorMessage())
+                    note = "unsettled: charging failed"
+                ready.callback(note)
+            return result  # the charging plugin's chain is left as it was
+
+        def too_late() -> None:
+            if not ready.called:
+                log.warn("cdrs: charging of {call_id} not settled after {timeout} s; writing "
+                         "its CDR with what is known", call_id=call.id,
+                         timeout=self.settle_timeout)
+                ready.callback("unsettled: timed out")
+
+        timer = clock.callLater(self.settle_timeout, too_late)
+        settled.addBoth(finished)
+        return ready.addCallback(lambda note: writer.append(self._cdr(call, record, note)))
