@@ -124,6 +124,10 @@ class StorageConfig:
         L{should_migrate}).
     @ivar secret: the key of the calling-card PIN hashes (empty: none; the
         switch then refuses to start on a database that holds cards).
+    @ivar cdr_journal: where CDRs are written ahead before SQL: a file path
+        (empty: C{cdrs.journal} beside a SQLite database, else
+        C{var/cdrs.journal}) or a C{redis://} URL (a Redis stream shared by
+        the nodes).
     """
 
     locations: str = "memory"
@@ -131,6 +135,7 @@ class StorageConfig:
     balances: str = "memory"
     migrate: bool | None = None
     secret: str = field(default="", repr=False)
+    cdr_journal: str = ""
 
     @property
     def should_migrate(self) -> bool:
@@ -447,6 +452,9 @@ def _storage(c: _Checker, data: dict[str, Any]) -> StorageConfig:
             lambda v: None if v == "" or len(v) >= MIN_SECRET_LENGTH else
             f"must be at least {MIN_SECRET_LENGTH} characters (or empty: no calling cards)",
             secret=True),
+        cdr_journal=c.take(
+            table, "storage", "cdr_journal", str, "",
+            lambda v: _redis_url(v) if v.startswith(("redis:", "rediss:")) else None),
     )
     c.unknown(table, "storage")
     return storage

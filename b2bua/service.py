@@ -48,7 +48,7 @@ from b2bua.core.services import Services
 from b2bua.core.snapshot import Snapshot
 from b2bua.core.switch import CoreSettings, Switch
 from b2bua.db.changes import ChangeFeed, PostgresListener
-from b2bua.db.database import Database, redact_url
+from b2bua.db.database import Database, redact_url, sqlite_path
 from b2bua.db.migrations import SchemaTooNew, applied_versions, migrate, migrations_for
 from b2bua.db.model import ENTITIES
 from b2bua.db.repository import Repository, repositories
@@ -59,12 +59,16 @@ from b2bua.sip.transaction import TransactionLayer
 from b2bua.sip.transport import TransportLayer
 from oam.api import make_api, mount
 from oam.site import OAMSite
+from plugins.cdrs import NAME as CDRS
+from plugins.cdrs import CDRs
 from plugins.charging import NAME as CHARGING
 from plugins.charging import Charging
 from plugins.ip_trust import NAME as IP_TRUST
 from plugins.ip_trust import IPTrust
 from plugins.local_routing import NAME as LOCAL_ROUTING
 from plugins.local_routing import LocalRouting
+from rating.cdr_writer import CDRWriter
+from rating.journal import FileJournal, RedisStreamJournal
 from rating.stores.memory import MemoryBalanceStore
 from rating.stores.redis import RedisBalanceStore
 
@@ -136,7 +140,8 @@ def exit_startup(reactor: Any) -> Callable[[str], None]:
 
 def builtin_plugins() -> dict[str, Any]:
     """The features shipped with the switch, by plugin name."""
-    return {LOCAL_ROUTING: LocalRouting(), IP_TRUST: IPTrust(), CHARGING: Charging()}
+    return {LOCAL_ROUTING: LocalRouting(), IP_TRUST: IPTrust(), CHARGING: Charging(),
+            CDRS: CDRs()}
 
 
 def _redis(url: str) -> Any:
@@ -233,6 +238,8 @@ class SwitchService(MultiService):
         self.metrics.registry.register(_SnapshotMetrics(self))
         self.location = self._location_store()
         self.balance_store = self._balance_store()
+        self.cdr_writer: CDRWriter | None = None
+        self.cdr_journal: Any = None
         self.registrar = Registrar(self.location, reactor)
         self.metrics.track_registrations(self.location.count)
         self.pm = build_plugin_manager(builtin_plugins(), config.plugins.disabled)
@@ -384,8 +391,11 @@ class SwitchService(MultiService):
         await self.snapshot.start()
         self._check_running()
         self.switch.directory = self.snapshot
+        self.cdr_writer = await self._start_cdr_writer(database, folder)
+        self._check_running()
         services = Services(self.reactor, self.snapshot, self.registrar, self.location,
-                            self.metrics, extra={"balance_store": self.balance_store})
+                            self.metrics, extra={"balance_store": self.balance_store,
+                                                 "cdr_writer": self.cdr_writer})
         self.pm.hook.b2bua_configure.call_historic(
             kwargs={"services": services, "settings": dict(self.config.plugins.settings)})
         for listener in self.config.sip.listen:
@@ -485,10 +495,37 @@ class SwitchService(MultiService):
         d.addCallback(lambda _: self._close_storage())
         return d
 
+    async def _start_cdr_writer(self, database: Database, folder: str | None) -> CDRWriter:
+        """The CDR journal and writer; the writer replays what a previous
+        run journaled but did not write."""
+        where = self.config.storage.cdr_journal
+        journal: Any
+        if where.startswith("redis:"):
+            journal = RedisStreamJournal(_redis(where), consumer=f"node-{os.getpid()}")
+        else:
+            if not where:
+                base = folder or (os.path.dirname(sqlite_path(database.url) or "")
+                                  if database.dialect.name == "sqlite" else "") or "var"
+                where = os.path.join(base, "cdrs.journal")
+            directory = os.path.dirname(where)
+            if directory:
+                os.makedirs(directory, exist_ok=True)
+            journal = FileJournal(where, self.reactor)
+        self.cdr_journal = journal
+        writer = CDRWriter(journal, database, self.reactor, registry=self.metrics.registry)
+        await writer.start()
+        return writer
+
     def _close_storage(self) -> Deferred[None]:
-        """Stop the snapshot and the listener, then close the database;
-        give up waiting after L{STORAGE_STOP_TIMEOUT} seconds."""
+        """Flush the CDR writer, stop the snapshot and the listener, then
+        close the database; give up waiting after L{STORAGE_STOP_TIMEOUT}
+        seconds."""
         waits = []
+        if self.cdr_writer is not None:
+            journal = self.cdr_journal
+            flushed = self.cdr_writer.stop(flush=True)
+            flushed.addBoth(lambda _: journal.close())
+            waits.append(flushed)
         if self.snapshot is not None:
             waits.append(self.snapshot.stop())
         if self.listener is not None:
