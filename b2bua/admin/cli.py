@@ -21,6 +21,8 @@ Commands::
     apikey create --name N --role ROLE [--customer CUSTOMER | --reseller ID | --account ID]
     apikey list [--customer CUSTOMER] [--role ROLE]     apikey revoke ID
     calls list [--customer CUSTOMER] [--account ID] [--callee N] [--disposition D] (newest first)
+    quote --tariff ID | --tariff-file FILE.json --destination D --start ISO --duration S
+          [--balance X]                           the cost of one call, explained
 
 A CUSTOMER is its id or its SIP domain.  Exit status: 0 done, 1 refused
 or failed, 2 bad command line (or no key), 3 the switch could not be
@@ -248,6 +250,26 @@ def _other_commands(groups: Any) -> None:
     _paging(calls)
 
 
+def _quote_command(groups: Any) -> None:
+    """C{quote}: one command, no action (C{args.action} is C{None})."""
+    text = "the cost of one call with a tariff, explained (POST /rating/quote)"
+    quote = groups.add_parser("quote", help=text, description=text)
+    _add_global(quote, top=False)
+    quote.set_defaults(action=None)
+    tariff = quote.add_mutually_exclusive_group(required=True)
+    tariff.add_argument("--tariff", type=_count(1), metavar="ID", help="a stored tariff")
+    tariff.add_argument("--tariff-file", metavar="FILE.json",
+                        help="a tariff document (JSON; '-': stdin)")
+    quote.add_argument("--destination", required=True, metavar="NUMBER",
+                       help="the called number (digits, optional +)")
+    quote.add_argument("--start", required=True, metavar="ISO",
+                       help="the answer time with its offset (2024-05-14T17:59:40+02:00)")
+    quote.add_argument("--duration", required=True, type=_count(0), metavar="SECS",
+                       help="billable seconds")
+    quote.add_argument("--balance", metavar="AMOUNT",
+                       help="available credit: also show the maximum duration")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line of C{b2bua-admin}."""
     parser = _Parser(prog=PROG, description="Operate a b2bua switch through its API.",
@@ -261,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"env B2BUA_DATABASE; {DEFAULT_DATABASE}")
     _customer_commands(groups)
     _other_commands(groups)
+    _quote_command(groups)
     return parser
 
 

@@ -12,16 +12,25 @@ anyway, what was created is deleted again.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import secrets
 import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from b2bua.admin.client import AdminError, APIClient, APIError
-from b2bua.admin.output import COLUMNS, Column, paging_note, render_record, render_table
+from b2bua.admin.output import (
+    COLUMNS,
+    Column,
+    paging_note,
+    render_quote,
+    render_record,
+    render_table,
+)
 from b2bua.db.model import entity
 
 __all__ = ["COMMANDS", "Extension", "Invocation", "UsageError", "plan_extensions"]
@@ -367,8 +376,68 @@ def calls_list(inv: Invocation) -> None:
              + paging_note(answer, "calls"), answer)
 
 
-#: The API commands by C{(group, action)}.
-COMMANDS: dict[tuple[str, str], Callable[[Invocation], None]] = {
+# -- quotes ----------------------------------------------------------------------------
+
+
+def _exact(value: Any) -> Any:
+    """C{value} with every C{Decimal} (a JSON number with a fraction) as its
+    decimal string, so the API receives the file's digits exactly."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, list):
+        return [_exact(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _exact(v) for k, v in value.items()}
+    return value
+
+
+def _not_json(name: str) -> Any:
+    """Refuse C{NaN} and C{Infinity}."""
+    raise ValueError(f"{name} is not JSON")
+
+
+def read_tariff_file(inv: Invocation, path: str) -> dict[str, Any]:
+    """The tariff document in C{path} (C{-}: stdin), numbers read exactly
+    (as L{rating.tariff.loads_tariff} reads them)."""
+    try:
+        data = inv.stdin.read() if path == "-" else Path(path).read_bytes()
+    except OSError as error:
+        raise AdminError(f"cannot read {path}: {error.strerror or error}") from None
+    try:
+        document = json.loads(data.decode("utf-8"), parse_float=Decimal,
+                              parse_constant=_not_json)
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise AdminError(f"{path}: not a JSON tariff document: {reason}") from None
+    if not isinstance(document, dict):
+        raise AdminError(f"{path}: a tariff document is a JSON object")
+    exact: dict[str, Any] = _exact(document)
+    return exact
+
+
+def quote(inv: Invocation) -> None:
+    """C{quote}: the cost of one call, explained (C{POST /rating/quote})."""
+    args = inv.args
+    payload: dict[str, Any] = {"destination": args.destination, "start": args.start,
+                               "duration_s": args.duration}
+    if args.tariff is not None:
+        payload["tariff_id"] = args.tariff
+    else:
+        payload["tariff"] = read_tariff_file(inv, args.tariff_file)
+    if args.balance is not None:
+        payload["balance"] = args.balance
+    try:
+        answer = inv.client.request("POST", "rating/quote", payload=payload, what="quote")
+    except APIError as error:
+        if error.status == 404 and args.tariff is not None:
+            raise AdminError(f"tariffs/{args.tariff}: not found") from None
+        raise
+    inv.emit(render_quote(answer), answer)
+
+
+#: The API commands by C{(group, action)}; C{action} is C{None} for a
+#: command without actions (C{quote}).
+COMMANDS: dict[tuple[str, str | None], Callable[[Invocation], None]] = {
     ("customer", "create"): customer_create,
     ("customer", "list"): customer_list,
     ("customer", "show"): customer_show,
@@ -381,4 +450,5 @@ COMMANDS: dict[tuple[str, str], Callable[[Invocation], None]] = {
     ("apikey", "list"): apikey_list,
     ("apikey", "revoke"): apikey_revoke,
     ("calls", "list"): calls_list,
+    ("quote", None): quote,
 }

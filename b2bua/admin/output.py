@@ -14,12 +14,13 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from b2bua.db.model import entity
 
 __all__ = ["COLUMNS", "Column", "cell", "model_order", "paging_note", "render_json",
-           "render_record", "render_table"]
+           "render_quote", "render_record", "render_table"]
 
 #: The gap between two table columns.
 GAP = "  "
@@ -205,3 +206,82 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         Column("created (utc)", lambda row: when(row.get("created_at"))),
     ),
 }
+
+
+# -- quotes ----------------------------------------------------------------------------
+
+
+def _zero(amount: Any) -> bool:
+    """Whether a decimal string is zero (anything unreadable is not)."""
+    try:
+        return isinstance(amount, str) and Decimal(amount) == 0
+    except InvalidOperation:
+        return False
+
+
+def _quote_components(answer: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The rows of a quote's breakdown table, in pipeline order (rating.md 2.6)."""
+    parts = answer.get("components") or {}
+    rows: list[dict[str, Any]] = [{"component": "connect fee",
+                                   "amount": parts.get("connect_fee")}]
+    for g in parts.get("groups") or ():
+        rows.append({"component": "time",
+                     "detail": f"{g.get('rate_id')} group {g.get('group')}: "
+                               f"{g.get('increments')} x {g.get('increment_s')} s from "
+                               f"{g.get('start_s')} s at {g.get('price')}/{g.get('unit_s')} s",
+                     "amount": g.get("amount")})
+    rows.append({"component": "time charge", "amount": parts.get("time_charge")})
+    if not _zero(parts.get("discount", "0")):
+        rows.append({"component": "discount", "detail": f"{parts.get('discount_pct')} %",
+                     "amount": f"-{parts.get('discount')}"})
+    if not _zero(parts.get("bundle_charge", "0")):
+        rows.append({"component": "bundles", "amount": parts.get("bundle_charge")})
+    rounding = parts.get("rounding") or {}
+    rows += [
+        {"component": "fixed fees", "amount": parts.get("fixed_fees")},
+        {"component": "disconnect fee", "amount": parts.get("disconnect_fee")},
+        {"component": "surcharge", "detail": f"{parts.get('surcharge_pct')} %",
+         "amount": parts.get("surcharge")},
+        {"component": "minimum charge", "detail": "adjustment",
+         "amount": parts.get("min_charge_adjustment")},
+        {"component": "max cost", "detail": "adjustment",
+         "amount": parts.get("max_cost_adjustment")},
+        {"component": "unrounded", "amount": parts.get("unrounded")},
+        {"component": "rounding",
+         "detail": f"{rounding.get('method')}, {rounding.get('decimals')} decimals",
+         "amount": rounding.get("adjustment")},
+        {"component": "cost", "amount": answer.get("cost")},
+    ]
+    return rows
+
+
+def render_quote(answer: Mapping[str, Any]) -> str:
+    """A quote (C{POST /rating/quote}): the call and its cost, the breakdown
+    table and, with a balance, the maximum and announced durations."""
+    entry = answer.get("entry") or {}
+    head = {
+        "cost": _cost(answer),
+        "destination": answer.get("destination"),
+        "start": answer.get("start"),
+        "duration": f"{answer.get('duration_s')} s (billable {answer.get('billable_s')} s, "
+                    f"free {answer.get('free_s')} s)",
+        "status": answer.get("status"),
+        "entry": f"{entry.get('index')}: prefix {entry.get('prefix')}, rate "
+                 f"{entry.get('rate')}, timing {entry.get('timing') or 'always'}, weight "
+                 f"{entry.get('weight')}",
+        "period boundary": answer.get("period_boundary"),
+    }
+    text = render_record(head) + "\n" + render_table(_quote_components(answer), (
+        Column("component", "component"), Column("detail", "detail"),
+        Column("amount", "amount", right=True)))
+    if "max_duration_s" in answer:
+        reason = f", {answer['reason']}" if answer.get("reason") else ""
+        text += "\n" + render_record({
+            "balance": answer.get("balance"),
+            "max duration": f"{answer.get('max_duration_s')} s (limited by "
+                            f"{answer.get('limited_by')}{reason})",
+            "announced duration": f"{answer.get('announced_duration_s')} s",
+            "may announce": answer.get("may_announce"),
+            "max duration cost": answer.get("max_duration_cost"),
+        })
+    return text

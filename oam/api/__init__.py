@@ -7,9 +7,10 @@
     PATCH  /api/v1/<collection>/<id>    partial update (not for immutable entities)
     DELETE /api/v1/<collection>/<id>    delete (not for immutable entities)
     POST   /api/v1/tariffs/import       a rate deck (text/csv) or tariff document (JSON)
+    POST   /api/v1/rating/quote         the cost of one call, explained (any key)
 
 Modules: L{auth} (bearer keys -> scopes), L{collection} (the generic
-resources), L{rates} (uploads), L{openapi} (the document),
+resources), L{rates} (uploads), L{quote} (quotes), L{openapi} (the document),
 L{endpoint}/L{problems} (dispatch, input reading, error answers).
 
 Wiring, in C{b2bua/service.py}, once the database is open and migrated and
@@ -40,6 +41,7 @@ from oam.api.auth import KeyAuthenticator
 from oam.api.collection import BodyCheck, CollectionResource
 from oam.api.endpoint import ApiContext
 from oam.api.openapi import OpenAPIResource, build_document
+from oam.api.quote import QuoteResource
 from oam.api.rates import ImportResource, tariff_body_check
 from oam.resource import ErrorReporter, NotFound, request_path
 
@@ -116,6 +118,10 @@ def make_api(repositories: dict[str, Any], database: Any, report: Any, *,
         if e.name == "tariff":
             resource.putChild(b"import", ImportResource(context, repository))
         root.putChild(e.collection.encode("ascii"), resource)
+    if "tariffs" in repositories:
+        rating = ApiRoot()
+        rating.putChild(b"quote", QuoteResource(context, repositories["tariffs"]))
+        root.putChild(b"rating", rating)
     document = build_document(version, served, base=base)
     root.putChild(b"openapi.json", OpenAPIResource(context, document))
     return root

@@ -13,8 +13,10 @@ L{b2bua.db.model.ENTITIES} gets its paths, and each entity four schemas:
   - C{<Name>Update}: the same for C{PATCH}, nothing required.
   - C{<Name>List}: a page of rows.
 
-Every operation lists every status it can answer with an error schema, and
-every operation but this document's needs the bearer key.
+Tariffs add C{POST /tariffs/import} and C{POST /rating/quote} (with the
+C{TariffDocument}, C{QuoteRequest} and C{Quote} schemas).  Every operation
+lists every status it can answer with an error schema, and every operation
+but this document's needs the bearer key.
 L{OpenAPIResource} serves the document at C{GET /api/v1/openapi.json}
 without authentication.
 """
@@ -38,6 +40,12 @@ from b2bua.db.validation import (
 from oam.api.collection import DEFAULT_LIMIT, NULLABLE_FILTERS, orderable
 from oam.api.endpoint import ApiContext, ApiEndpoint
 from oam.api.problems import Reply
+from oam.api.quote import (
+    BALANCE_PATTERN,
+    DESTINATION_PATTERN,
+    MAX_QUOTE_DURATION_S,
+    START_PATTERN,
+)
 from oam.api.rates import CSV_PARAMETERS
 
 __all__ = ["OPENAPI_VERSION", "OpenAPIResource", "build_document", "schema_name"]
@@ -357,6 +365,92 @@ def _tariff_schemas() -> dict[str, Any]:
     }
 
 
+def _quote_path() -> dict[str, Any]:
+    """C{POST /rating/quote}."""
+    rejected = {"anyOf": [_ref("ValidationError"), _ref("Error")]}
+    return {"/rating/quote": {"post": {
+        "operationId": "quote_call", "summary": "Quote and explain the cost of one call",
+        "description": "Prices a call with a stored tariff (tariff_id; only keys that can "
+                       "see it: admin keys) or an inline tariff document (any key), and "
+                       "with a balance also its maximum duration (rating.md 2 and 3.2).",
+        "tags": ["rating"],
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": _ref("QuoteRequest")}}},
+        "responses": {"200": _json(_ref("Quote"), "The cost and its breakdown."),
+                      "422": _json(rejected, "Bad fields (each named; an inline document's "
+                                             "problems as tariff.<key path>), or "
+                                             "{\"error\": \"destination not rated\"} or "
+                                             "\"destination blocked\"."),
+                      **_responses(400, 401, 403, 404, 409, 413, 415, 500, 503)}}}}
+
+
+def _quote_schemas() -> dict[str, Any]:
+    """The quote request and answer (L{oam.api.quote})."""
+    amount = {"type": "string", "description": "An exact decimal number, as a string."}
+    seconds = {"type": "integer", "minimum": 0}
+    request = {
+        "type": "object", "additionalProperties": False,
+        "required": ["destination", "start", "duration_s"],
+        "oneOf": [{"required": ["tariff_id"]}, {"required": ["tariff"]}],
+        "properties": {
+            "tariff_id": {"type": "integer", "minimum": 1, "maximum": INT_MAX,
+                          "description": "A stored tariff (give this or tariff)."},
+            "tariff": _ref("TariffDocument"),
+            "destination": {"type": "string", "pattern": DESTINATION_PATTERN,
+                            "description": "The called number, matched as given."},
+            "start": {"type": "string", "format": "date-time", "pattern": START_PATTERN,
+                      "description": "The answer time, with its offset."},
+            "duration_s": {"type": "integer", "minimum": 0, "maximum": MAX_QUOTE_DURATION_S,
+                           "description": "Billable seconds."},
+            "balance": {"type": "string", "pattern": BALANCE_PATTERN,
+                        "description": "Available credit: adds the maximum duration."}}}
+    group = {"type": "object", "properties": {
+        "rate_id": {"type": "string"}, "group": seconds, "start_s": seconds, "price": amount,
+        "unit_s": seconds, "increment_s": seconds, "increments": seconds,
+        "seconds": seconds, "amount": amount}}
+    components = {
+        "type": "object", "description": "rating.cost.Breakdown, unrounded amounts.",
+        "required": ["connect_fee", "groups", "time_charge", "fixed_fees", "disconnect_fee",
+                     "surcharge", "min_charge_adjustment", "max_cost_adjustment",
+                     "unrounded", "rounding"],
+        "properties": {
+            "groups": {"type": "array", "items": group},
+            "bundles": {"type": "array", "items": {"type": "object"}},
+            **{k: amount for k in ("connect_fee", "time_charge", "discount_pct", "discount",
+                                   "bundle_charge", "fixed_fees", "disconnect_fee",
+                                   "surcharge_pct", "surcharge", "min_charge_adjustment",
+                                   "max_cost_adjustment", "unrounded")},
+            "rounding": {"type": "object", "required": ["method", "decimals", "adjustment"],
+                         "properties": {"method": {"type": "string"},
+                                        "decimals": {"type": "integer"},
+                                        "adjustment": amount}}}}
+    entry = {"type": "object", "required": ["index", "prefix", "prefixes", "rate"],
+             "properties": {"index": seconds, "prefix": {"type": "string"},
+                            "prefixes": {"type": "array", "items": {"type": "string"}},
+                            "timing": {"type": ["string", "null"]}, "weight": amount,
+                            "rate": {"type": ["string", "null"]}}}
+    answer = {
+        "type": "object",
+        "required": ["cost", "currency", "destination", "start", "duration_s", "billable_s",
+                     "free_s", "status", "period_boundary", "ambiguous", "entry", "rate",
+                     "components"],
+        "properties": {
+            "cost": amount, "currency": {"type": ["string", "null"]},
+            "destination": {"type": "string"}, "start": {"type": "string"},
+            "duration_s": seconds, "billable_s": seconds, "free_s": seconds,
+            "status": {"type": "string", "enum": ["rated", "grace", "zero_duration"]},
+            "period_boundary": {"type": "string", "enum": ["start", "split"]},
+            "ambiguous": {"type": "boolean"}, "entry": entry,
+            "rate": {"type": "object", "required": ["id", "groups"]},
+            "components": components,
+            "balance": amount, "max_duration_s": seconds, "announced_duration_s": seconds,
+            "may_announce": {"type": "boolean"},
+            "limited_by": {"type": "string", "enum": ["cap", "credit", "max_cost", "refused"]},
+            "reason": {"type": ["string", "null"]}, "max_duration_cost": amount,
+            "cap_s": seconds}}
+    return {"QuoteRequest": request, "Quote": answer}
+
+
 def _error_schemas() -> dict[str, Any]:
     """The bodies of error answers."""
     error = {"type": "object", "required": ["error"], "properties": {
@@ -398,7 +492,9 @@ def build_document(version: str, entities: tuple[Entity, ...] = ENTITIES,
         paths.update(_collection_paths(e))
         if e.name == "tariff":
             paths.update(_import_path())
+            paths.update(_quote_path())
             schemas.update(_tariff_schemas())
+            schemas.update(_quote_schemas())
     responses = {}
     for code, (description, schema) in ERRORS.items():
         responses[f"E{code}"] = _json(_ref(schema), description)
@@ -411,7 +507,8 @@ def build_document(version: str, entities: tuple[Entity, ...] = ENTITIES,
                                 "their history; every row seen through the key's tenant."},
         "servers": [{"url": base}],
         "security": [{"bearerAuth": []}],
-        "tags": [{"name": "meta"}, *({"name": e.collection} for e in entities)],
+        "tags": [{"name": "meta"}, *({"name": e.collection} for e in entities),
+                 *([{"name": "rating"}] if "/rating/quote" in paths else [])],
         "paths": paths,
         "components": {"schemas": schemas, "responses": responses,
                        "securitySchemes": {"bearerAuth": {

@@ -1,8 +1,9 @@
 """A small in-process fake of the switch's REST API, for the admin tool's tests.
 
 L{FakeAPI} serves the API contract (C{/api/v1/<collection>} lists, creates,
-reads, updates and deletes, C{POST /api/v1/tariffs/import}, and the error
-bodies for 401/404/409/422) from dicts, on 127.0.0.1 at an ephemeral port,
+reads, updates and deletes, C{POST /api/v1/tariffs/import}, C{POST
+/api/v1/rating/quote} (a canned L{QUOTE}), and the error bodies for
+401/404/409/422) from dicts, on 127.0.0.1 at an ephemeral port,
 with C{http.server} in one thread.  It records every request, and a test
 can script the next answer to a path (C{fail}) to see how the tool reports
 403, 500 or anything else.  It is started by L{FakeAPI.start} and stopped
@@ -29,6 +30,39 @@ _UNIQUE = {"customers": [("sip_domain", None)], "dids": [("number", None)],
            "tariffs": [("name", None)]}
 _DOMAIN = re.compile(r"^[A-Za-z0-9.\-]+$")
 _E164 = re.compile(r"^\+?[0-9]{2,20}$")
+#: What the real API answers for rating.md 2.8 example 1 (75 s) with balance 0.50.
+QUOTE: dict[str, Any] = {
+    "cost": "0.4100", "currency": None, "destination": "33612345678",
+    "start": "2024-05-14T17:59:40+00:00", "duration_s": 75, "billable_s": 75, "free_s": 0,
+    "status": "rated", "period_boundary": "start", "ambiguous": False,
+    "entry": {"index": 0, "prefix": "33", "prefixes": ["33"], "rate": "R1", "timing": None,
+              "weight": "0", "rounding": None, "max_cost": None, "max_cost_strategy": None,
+              "effective_from": None, "effective_to": None, "blocked": False},
+    "rate": {"id": "R1", "connect_fee": "0.05", "connect_fee_tricky": False,
+             "groups": [{"start_s": 0, "price": "0.30", "unit_s": 60, "increment_s": 60,
+                         "fixed_fee": "0"},
+                        {"start_s": 60, "price": "0.20", "unit_s": 60, "increment_s": 6,
+                         "fixed_fee": "0"}],
+             "disconnect_fee": "0", "disconnect_fee_after_s": 0, "grace_s": 0,
+             "free_seconds": 0, "min_charge": "0", "post_call_surcharge_pct": "0"},
+    "components": {
+        "bundles": [],
+        "groups": [{"rate_id": "R1", "group": 0, "start_s": 0, "price": "0.30", "unit_s": 60,
+                    "increment_s": 60, "increments": 1, "seconds": 60, "amount": "0.30"},
+                   {"rate_id": "R1", "group": 1, "start_s": 60, "price": "0.20",
+                    "unit_s": 60, "increment_s": 6, "increments": 3, "seconds": 18,
+                    "amount": "0.06"}],
+        "connect_fee": "0.05", "time_charge": "0.36", "discount_pct": "0",
+        "discount": "0.00", "bundle_charge": "0", "fixed_fees": "0", "disconnect_fee": "0",
+        "surcharge_pct": "0", "surcharge": "0.00", "min_charge_adjustment": "0",
+        "max_cost_adjustment": "0", "unrounded": "0.41",
+        "rounding": {"method": "up", "decimals": 4, "adjustment": "0.0000"}},
+    "balance": "0.50", "max_duration_s": 102, "announced_duration_s": 102,
+    "may_announce": True, "limited_by": "credit", "reason": None,
+    "max_duration_cost": "0.4900", "cap_s": 10800,
+}
+_BALANCE_KEYS = ("balance", "max_duration_s", "announced_duration_s", "may_announce",
+                 "limited_by", "reason", "max_duration_cost", "cap_s")
 
 
 @dataclass
@@ -111,6 +145,8 @@ class FakeAPI:
         parts = path.split("/")
         if parts == ["tariffs", "import"] and seen.method == "POST":
             return self._import(seen)
+        if parts == ["rating", "quote"] and seen.method == "POST":
+            return self._quote(seen)
         table = self.rows.setdefault(parts[0], {})
         if len(parts) == 1 and seen.method == "GET":
             return 200, self._list(table, seen.query)
@@ -160,6 +196,22 @@ class FakeAPI:
         if collection == "api_keys":
             return 201, {**row, "key": "b2k_new_secret_key"}
         return 201, row
+
+    def _quote(self, seen: Seen) -> tuple[int, Any]:
+        """L{QUOTE}, with the stored tariff's currency and only the balance
+        members a balance asks for; 404 for an unknown C{tariff_id}."""
+        if seen.headers.get("content-type") != "application/json":
+            return 415, {"error": "unsupported media type"}
+        values = seen.json()
+        answer = dict(QUOTE)
+        if "tariff_id" in values:
+            row = self.rows.get("tariffs", {}).get(values["tariff_id"])
+            if row is None:
+                return 404, {"error": "not found"}
+            answer["currency"] = row.get("currency")
+        if "balance" not in values:
+            answer = {k: v for k, v in answer.items() if k not in _BALANCE_KEYS}
+        return 200, answer
 
     def _import(self, seen: Seen) -> tuple[int, Any]:
         if seen.headers.get("content-type") != "text/csv":

@@ -95,7 +95,8 @@ class StructureTests(SynchronousTestCase):
             self.assertTrue(item["parameters"][0]["required"])
         self.assertEqual(set(paths["/tariffs/import"]), {"post"})
         self.assertEqual(paths["/openapi.json"]["get"]["security"], [])
-        self.assertEqual(len(paths), 2 * len(ENTITIES) + 2)
+        self.assertEqual(set(paths["/rating/quote"]), {"post"})
+        self.assertEqual(len(paths), 2 * len(ENTITIES) + 3)
 
     def test_operations(self) -> None:
         """Unique operation ids; every answer described; every keyed
