@@ -69,6 +69,7 @@ from plugins.local_routing import NAME as LOCAL_ROUTING
 from plugins.local_routing import LocalRouting
 from rating.cdr_writer import CDRWriter
 from rating.journal import FileJournal, RedisStreamJournal
+from rating.provisioned import ProvisionedTariffs
 from rating.stores.memory import MemoryBalanceStore
 from rating.stores.redis import RedisBalanceStore
 
@@ -388,6 +389,7 @@ class SwitchService(MultiService):
             await self._seed_demo(folder)
             self._check_running()
         self.snapshot = Snapshot(database, self.feed, self.reactor)
+        provisioned = ProvisionedTariffs(lambda: self.snapshot.directory, self.reactor)
         await self.snapshot.start()
         self._check_running()
         self.switch.directory = self.snapshot
@@ -395,7 +397,9 @@ class SwitchService(MultiService):
         self._check_running()
         services = Services(self.reactor, self.snapshot, self.registrar, self.location,
                             self.metrics, extra={"balance_store": self.balance_store,
-                                                 "cdr_writer": self.cdr_writer})
+                                                 "cdr_writer": self.cdr_writer,
+                                                 "tariffs": provisioned.tariffs,
+                                                 "payer": provisioned.payer})
         self.pm.hook.b2bua_configure.call_historic(
             kwargs={"services": services, "settings": dict(self.config.plugins.settings)})
         for listener in self.config.sip.listen:

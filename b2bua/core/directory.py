@@ -1,6 +1,7 @@
 """The subscriber directory the core reads: tenants (SIP domains) and their
 extensions with digest HA1 values, plus the rest of provisioning that call
-processing needs (DIDs, vendors, connections, routing plans, tariffs).
+processing needs (DIDs, vendors, connections, routing plans, tariffs, and
+the subscriptions and products that give a customer its tariff).
 
 This is the in-memory view that call processing reads per message (no SQL
 on that path).  A L{Directory} is built either by hand (L{add_tenant},
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from types import MappingProxyType
 from typing import Any, Protocol
 
@@ -113,6 +115,9 @@ class Directory:
         self._connections: dict[int, Row] = {}
         self._routing_plans: dict[int, Row] = {}
         self._tariffs: dict[int, Row] = {}
+        self._products: dict[int, Row] = {}
+        #: Active subscriptions by customer id, most recent C{starts_on} first.
+        self._subscriptions: dict[int, list[Row]] = {}
         self._frozen = False
 
     # -- building ----------------------------------------------------------------------
@@ -125,7 +130,8 @@ class Directory:
         Customers become tenants (their C{sip_domain} is the realm), accounts
         become extensions with their stored HA1 values (accounts of a
         customer not in C{rows} are left out), the other collections are
-        kept as read-only rows.  Missing collections are empty.
+        kept as read-only rows (subscriptions by customer, most recent
+        C{starts_on} first).  Missing collections are empty.
         """
         directory = cls()
         for row in rows.get("customers", ()):
@@ -145,9 +151,14 @@ class Directory:
         for name, table in (("vendors", directory._vendors),
                             ("connections", directory._connections),
                             ("routing_plans", directory._routing_plans),
-                            ("tariffs", directory._tariffs)):
+                            ("tariffs", directory._tariffs),
+                            ("products", directory._products)):
             for row in rows.get(name, ()):
                 table[row["id"]] = _freeze(row)
+        for row in rows.get("subscriptions", ()):
+            directory._subscriptions.setdefault(row["customer_id"], []).append(_freeze(row))
+        for subscriptions in directory._subscriptions.values():
+            subscriptions.sort(key=lambda r: (r["starts_on"], r["id"]), reverse=True)
         directory._frozen = True
         return directory
 
@@ -248,6 +259,34 @@ class Directory:
     def tariff(self, tariff_id: int) -> Row | None:
         """The tariff C{tariff_id} (id, name, currency, document), if any."""
         return self._tariffs.get(tariff_id)
+
+    def tariff_for_tenant(self, domain: str, today: date) -> Row | None:
+        """The tariff row that prices the calls of the tenant at C{domain} on
+        C{today}, if any.
+
+        It is the tariff of the tenant's active subscription in effect on
+        C{today} (C{starts_on <= today}, and C{today <= ends_on} when it
+        ends: C{ends_on} is the last day included) whose product has a
+        C{tariff_id} that is in the directory.  With several, the most recent
+        C{starts_on} wins (then the higher subscription id).  Subscriptions
+        without a tariff are skipped.  C{today} is the caller's choice of
+        calendar (the charging resolver uses UTC dates).
+        """
+        tenant = self.tenant(domain)
+        if tenant is None or tenant.id is None:
+            return None
+        for subscription in self._subscriptions.get(tenant.id, ()):
+            ends_on = subscription.get("ends_on")
+            if subscription["starts_on"] > today or (ends_on is not None and ends_on < today):
+                continue
+            product = self._products.get(subscription["product_id"])
+            tariff_id = None if product is None else product.get("tariff_id")
+            if tariff_id is None:
+                continue
+            tariff = self._tariffs.get(tariff_id)
+            if tariff is not None:
+                return tariff
+        return None
 
     def counts(self) -> dict[str, int]:
         """How many of each thing it holds (for logs and metrics)."""

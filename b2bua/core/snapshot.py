@@ -28,6 +28,7 @@ data on every request.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
@@ -275,6 +276,10 @@ class Snapshot:
     def tariff(self, tariff_id: int) -> Row | None:
         """The tariff C{tariff_id}, if any."""
         return self._directory.tariff(tariff_id)
+
+    def tariff_for_tenant(self, domain: str, today: date) -> Row | None:
+        """The tariff pricing the calls of the tenant at C{domain} on C{today}."""
+        return self._directory.tariff_for_tenant(domain, today)
 
     def counts(self) -> dict[str, int]:
         """How many of each thing the current directory holds."""

@@ -521,6 +521,13 @@ DIRECTORY: dict[str, tuple[tuple[str, ...] | None, str, tuple[bool, ...]]] = {
                           "(SELECT id FROM vendors WHERE status = 'active')", (True,)),
     "routing_plans": (None, "1 = 1", ()),
     "tariffs": (("id", "name", "currency", "document"), "1 = 1", ()),
+    # What prices a customer's calls: its active subscriptions (their dates
+    # are checked by the reader, since a snapshot outlives a day) and the
+    # tariff of each product.
+    "subscriptions": (("id", "customer_id", "product_id", "starts_on", "ends_on"),
+                      "status = 'active' AND customer_id IN "
+                      "(SELECT id FROM customers WHERE status = 'active')", ()),
+    "products": (("id", "tariff_id", "currency"), "1 = 1", ()),
 }
 
 
@@ -530,7 +537,10 @@ def load_directory_rows(database: Database) -> Deferred[dict[str, list[dict[str,
     Active customers and the active accounts of active customers (with
     their HA1 values), active DIDs, active vendors, the enabled connections
     of active vendors (with their HA1), every routing plan and every tariff
-    (id, name, currency, document); each list ordered by id.
+    (id, name, currency, document), the active subscriptions of active
+    customers (id, customer_id, product_id, starts_on, ends_on: whether they
+    are in effect on a given day is the reader's business) and every product
+    (id, tariff_id, currency); each list ordered by id.
     """
 
     def txn(connection: Connection) -> dict[str, list[dict[str, Any]]]:
