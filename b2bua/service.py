@@ -58,6 +58,7 @@ from b2bua.sip.timers import Timers
 from b2bua.sip.transaction import TransactionLayer
 from b2bua.sip.transport import TransportLayer
 from oam.api import make_api, mount
+from oam.api.balances import BalanceAccess
 from oam.site import OAMSite
 from plugins.cdrs import NAME as CDRS
 from plugins.cdrs import CDRs
@@ -382,7 +383,9 @@ class SwitchService(MultiService):
         self.feed = ChangeFeed()
         self.repositories = _repositories(database, self.feed, secret)
         mount(self.oam, make_api(self.repositories, database, self.oam.report_error,
-                                 version=__version__))
+                                 version=__version__,
+                                 balances=BalanceAccess(self.balance_store,
+                                                        self.pm.get_plugin(CHARGING))))
         if database.dialect.name == "postgresql":
             await self._listen_for_changes(database, self.feed)
         if self.config.demo:

@@ -8,9 +8,12 @@
     DELETE /api/v1/<collection>/<id>    delete (not for immutable entities)
     POST   /api/v1/tariffs/import       a rate deck (text/csv) or tariff document (JSON)
     POST   /api/v1/rating/quote         the cost of one call, explained (any key)
+    GET    /api/v1/balances/customers/<id>        a tenant's balance (with C{balances=})
+    POST   /api/v1/balances/customers/<id>/topup  top it up, re-arm its live calls
 
 Modules: L{auth} (bearer keys -> scopes), L{collection} (the generic
-resources), L{rates} (uploads), L{quote} (quotes), L{openapi} (the document),
+resources), L{rates} (uploads), L{quote} (quotes), L{balances} (balances and
+top-ups), L{openapi} (the document),
 L{endpoint}/L{problems} (dispatch, input reading, error answers).
 
 Wiring, in C{b2bua/service.py}, once the database is open and migrated and
@@ -38,6 +41,7 @@ from twisted.web.resource import IResource, Resource
 
 from b2bua.db.model import ENTITIES
 from oam.api.auth import KeyAuthenticator
+from oam.api.balances import BalanceAccess, BalancesRoot
 from oam.api.collection import BodyCheck, CollectionResource
 from oam.api.endpoint import ApiContext
 from oam.api.openapi import OpenAPIResource, build_document
@@ -88,7 +92,8 @@ class ApiRoot(Resource):
 
 
 def make_api(repositories: dict[str, Any], database: Any, report: Any, *,
-             version: str = "0", base: str = "/api/v1") -> ApiRoot:
+             version: str = "0", base: str = "/api/v1",
+             balances: BalanceAccess | None = None) -> ApiRoot:
     """Build the API resources over the provisioning repositories.
 
     @param repositories: collection name -> repository, one per entity of
@@ -100,6 +105,9 @@ def make_api(repositories: dict[str, Any], database: Any, report: Any, *,
     @param version: the software version the OpenAPI document states.
     @param base: the path the API is served under (C{Location} headers, the
         document's server URL).
+    @param balances: the balance store and live sessions: serves
+        C{/balances/customers/...} (L{oam.api.balances}); not served
+        without (it also needs the C{ledger} repository).
     @raise KeyError: when a repository keys need is missing (C{resellers},
         C{customers}, C{accounts}, C{api_keys}).  Other collections without
         a repository (C{cards} when no PIN secret is configured) are left
@@ -122,7 +130,11 @@ def make_api(repositories: dict[str, Any], database: Any, report: Any, *,
         rating = ApiRoot()
         rating.putChild(b"quote", QuoteResource(context, repositories["tariffs"]))
         root.putChild(b"rating", rating)
-    document = build_document(version, served, base=base)
+    if balances is not None:
+        if "ledger" not in repositories:
+            raise KeyError("the balance routes need the repository of ledger")
+        root.putChild(b"balances", BalancesRoot(context, balances))
+    document = build_document(version, served, base=base, balances=balances is not None)
     root.putChild(b"openapi.json", OpenAPIResource(context, document))
     return root
 

@@ -14,7 +14,9 @@ L{b2bua.db.model.ENTITIES} gets its paths, and each entity four schemas:
   - C{<Name>List}: a page of rows.
 
 Tariffs add C{POST /tariffs/import} and C{POST /rating/quote} (with the
-C{TariffDocument}, C{QuoteRequest} and C{Quote} schemas).  Every operation
+C{TariffDocument}, C{QuoteRequest} and C{Quote} schemas); an API serving
+balances adds C{/balances/customers/{id}} and its C{/topup} (with the
+C{TopUpRequest} and C{CustomerBalance} schemas).  Every operation
 lists every status it can answer with an error schema, and every operation
 but this document's needs the bearer key.
 L{OpenAPIResource} serves the document at C{GET /api/v1/openapi.json}
@@ -37,6 +39,7 @@ from b2bua.db.validation import (
     INT_MAX,
     INT_MIN,
 )
+from oam.api.balances import AMOUNT_PATTERN, MAX_REFERENCE
 from oam.api.collection import DEFAULT_LIMIT, NULLABLE_FILTERS, orderable
 from oam.api.endpoint import ApiContext, ApiEndpoint
 from oam.api.problems import Reply
@@ -451,6 +454,57 @@ def _quote_schemas() -> dict[str, Any]:
     return {"QuoteRequest": request, "Quote": answer}
 
 
+def _balance_paths() -> dict[str, Any]:
+    """C{GET /balances/customers/{id}} and C{POST .../topup} (L{oam.api.balances})."""
+    ident = [{"name": "id", "in": "path", "required": True,
+              "schema": {"type": "integer", "minimum": 1, "maximum": INT_MAX}}]
+    return {
+        "/balances/customers/{id}": {"get": {
+            "operationId": "get_customer_balance", "summary": "A customer's balance",
+            "description": "Admin keys: any customer; reseller keys: their customers; "
+                           "customer keys: their own.  End-user keys: 403.",
+            "tags": ["balances"], "parameters": ident,
+            "responses": {"200": _json(_ref("CustomerBalance"), "The balance."),
+                          **_responses(401, 403, 404, 500, 503)}}},
+        "/balances/customers/{id}/topup": {"post": {
+            "operationId": "top_up_customer", "summary": "Top up a customer's balance",
+            "description": "Admin and reseller keys only.  Idempotent per reference: a "
+                           "repeated one credits nothing (repeated: true).  The calls in "
+                           "progress of the account get their new limit at once.",
+            "tags": ["balances"], "parameters": ident,
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": _ref("TopUpRequest")}}},
+            "responses": {"200": _json(_ref("CustomerBalance"), "The balance after."),
+                          **_responses(400, 401, 403, 404, 413, 415, 422, 500, 503)}}},
+    }
+
+
+def _balance_schemas() -> dict[str, Any]:
+    """The top-up request and the balance answer."""
+    amount = {"type": "string", "description": "An exact decimal number, as a string."}
+    return {
+        "TopUpRequest": {
+            "type": "object", "additionalProperties": False,
+            "required": ["amount", "reference"],
+            "properties": {
+                "amount": {"type": "string", "pattern": AMOUNT_PATTERN,
+                           "description": "Positive, at most 6 decimals."},
+                "reference": {"type": "string", "minLength": 1, "maxLength": MAX_REFERENCE,
+                              "description": "The idempotency key of the top-up."}}},
+        "CustomerBalance": {
+            "type": "object",
+            "required": ["customer_id", "account", "balance", "credit_limit", "held",
+                         "available", "currency"],
+            "properties": {
+                "customer_id": {"type": "integer"},
+                "account": {"type": "string", "description": "customer:<sip_domain>"},
+                "balance": amount, "credit_limit": amount, "held": amount,
+                "available": amount, "currency": {"type": "string"},
+                "repeated": {"type": "boolean",
+                             "description": "Top-ups: the reference was used before."}}},
+    }
+
+
 def _error_schemas() -> dict[str, Any]:
     """The bodies of error answers."""
     error = {"type": "object", "required": ["error"], "properties": {
@@ -479,8 +533,9 @@ def _error_schemas() -> dict[str, Any]:
 
 
 def build_document(version: str, entities: tuple[Entity, ...] = ENTITIES,
-                   base: str = "/api/v1") -> dict[str, Any]:
-    """The OpenAPI document of the API serving C{entities} under C{base}."""
+                   base: str = "/api/v1", *, balances: bool = False) -> dict[str, Any]:
+    """The OpenAPI document of the API serving C{entities} under C{base}
+    (and the balance routes when C{balances})."""
     schemas: dict[str, Any] = _error_schemas()
     paths: dict[str, Any] = {"/openapi.json": {"get": {
         "operationId": "get_openapi", "summary": "This document", "security": [],
@@ -495,6 +550,9 @@ def build_document(version: str, entities: tuple[Entity, ...] = ENTITIES,
             paths.update(_quote_path())
             schemas.update(_tariff_schemas())
             schemas.update(_quote_schemas())
+    if balances:
+        paths.update(_balance_paths())
+        schemas.update(_balance_schemas())
     responses = {}
     for code, (description, schema) in ERRORS.items():
         responses[f"E{code}"] = _json(_ref(schema), description)
@@ -508,7 +566,8 @@ def build_document(version: str, entities: tuple[Entity, ...] = ENTITIES,
         "servers": [{"url": base}],
         "security": [{"bearerAuth": []}],
         "tags": [{"name": "meta"}, *({"name": e.collection} for e in entities),
-                 *([{"name": "rating"}] if "/rating/quote" in paths else [])],
+                 *([{"name": "rating"}] if "/rating/quote" in paths else []),
+                 *([{"name": "balances"}] if balances else [])],
         "paths": paths,
         "components": {"schemas": schemas, "responses": responses,
                        "securitySchemes": {"bearerAuth": {
