@@ -267,11 +267,12 @@ class Charging:
     # -- what a call is charged with ----------------------------------------------
 
     def _index(self, call: Call, tenant: str) -> TariffIndex | None:
-        if self._tariffs is None:
+        found = self._tariffs(call) if self._tariffs is not None else None
+        if found is None:
+            # no provisioned tariff: the settings' tariffs still apply
             tariffs = self.settings.tariffs
             return tariffs.get(tenant) or tariffs.get(ANY_TENANT)
-        found = self._tariffs(call)
-        if found is None or isinstance(found, TariffIndex):
+        if isinstance(found, TariffIndex):
             return found
         cached = self._indexes.get(id(found))
         if cached is None or cached[0] is not found:
@@ -281,12 +282,16 @@ class Charging:
         return cached[1]
 
     def _payer_of(self, call: Call, tenant: str) -> Payer:
+        # an account named in the settings wins; then the resolver; then
+        # the tenant's default account
+        accounts = self.settings.accounts
+        named = accounts.get(call.identity.lower()) or accounts.get(tenant)
+        if named is not None:
+            return named
         payer = self._payer(call) if self._payer is not None else None
         if payer is not None:
             return payer
-        accounts = self.settings.accounts
-        return (accounts.get(call.identity.lower()) or accounts.get(tenant)
-                or Payer(DEFAULT_ACCOUNT.format(tenant=tenant), self.settings.payment))
+        return Payer(DEFAULT_ACCOUNT.format(tenant=tenant), self.settings.payment)
 
     def _currency(self, tenant: str) -> str:
         row = self.services.directory.tenant(tenant) if self.services is not None else None
