@@ -238,6 +238,7 @@ class SwitchService(MultiService):
         self.ready = False
         self.metrics = Metrics()
         self.metrics.registry.register(_SnapshotMetrics(self))
+        self._redis_pools: list[Any] = []
         self.location = self._location_store()
         self.balance_store = self._balance_store()
         self.cdr_writer: CDRWriter | None = None
@@ -291,14 +292,20 @@ class SwitchService(MultiService):
             return MemoryLocationStore(self.reactor)
         from b2bua.core.location_redis import RedisLocationStore
 
-        return RedisLocationStore(_redis(url), self.reactor)
+        return RedisLocationStore(self._redis(url), self.reactor)
+
+    def _redis(self, url: str) -> Any:
+        """A Redis connection pool, disconnected when the service stops."""
+        pool = _redis(url)
+        self._redis_pools.append(pool)
+        return pool
 
     def _balance_store(self) -> Any:
         """The balance store of C{[storage] balances} (memory or Redis)."""
         url = self.config.storage.balances
         if url == "memory":
             return MemoryBalanceStore(self.reactor)
-        return RedisBalanceStore(_redis(url), self.reactor)
+        return RedisBalanceStore(self._redis(url), self.reactor)
 
     # -- starting ----------------------------------------------------------------------
 
@@ -508,7 +515,7 @@ class SwitchService(MultiService):
         where = self.config.storage.cdr_journal
         journal: Any
         if where.startswith("redis:"):
-            journal = RedisStreamJournal(_redis(where), consumer=f"node-{os.getpid()}")
+            journal = RedisStreamJournal(self._redis(where), consumer=f"node-{os.getpid()}")
         else:
             if not where:
                 base = folder or (os.path.dirname(sqlite_path(database.url) or "")
@@ -548,7 +555,17 @@ class SwitchService(MultiService):
                           timeout=STORAGE_STOP_TIMEOUT, error=failure.getErrorMessage())
 
         closed.addCallbacks(lambda _: None, timed_out)
+        closed.addCallback(lambda _: self._disconnect_redis())
         return closed
+
+    def _disconnect_redis(self) -> None:
+        """Close the Redis pools (they would otherwise keep reconnecting)."""
+        for pool in self._redis_pools:
+            try:
+                pool.disconnect()
+            except Exception as error:
+                self.log.info("closing a Redis pool: {error}", error=error)
+        self._redis_pools.clear()
 
 
 def _count_cards(connection: Any) -> int:
