@@ -59,6 +59,7 @@ __all__ = [
     "PortWaitTimeout",
     "SippResult",
     "SippTimeoutError",
+    "TwistdProcess",
     "free_port",
     "port_in_use",
     "require_program",
@@ -521,3 +522,22 @@ def wait_for_port(
 
     poll()
     return result
+
+
+class TwistdProcess(ProcessProtocol):
+    """A twistd child (the switch under test): collects its output and
+    tells when it ends."""
+
+    def __init__(self) -> None:
+        self.output = bytearray()
+        self.ended: Deferred[None] = Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        """Keep stdout (and stderr)."""
+        self.output += data
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Failure) -> None:
+        """Fire L{ended}."""
+        self.ended.callback(None)

@@ -68,9 +68,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from b2bua.core.location_redis import redis_connection_args
@@ -87,6 +85,7 @@ from rating.stores.redis import RedisBalanceStore
 from rating.tariff import load_tariff
 from tests.trial.integration.sipp import (
     SippResult,
+    TwistdProcess,
     free_port,
     require_program,
     run_sipp,
@@ -190,24 +189,6 @@ def _timestamp(value: Any) -> dt.datetime:
 def _json(value: Any) -> Any:
     """A stored JSON column (PostgreSQL: decoded already; SQLite: text)."""
     return json.loads(value) if isinstance(value, str | bytes) else value
-
-
-class Twistd(ProcessProtocol):
-    """Collects the output of the twistd child and tells when it ends."""
-
-    def __init__(self) -> None:
-        self.output = bytearray()
-        self.ended: Deferred[None] = Deferred()
-
-    def outReceived(self, data: bytes) -> None:
-        """Keep stdout (and stderr)."""
-        self.output += data
-
-    errReceived = outReceived
-
-    def processEnded(self, reason: Failure) -> None:
-        """Fire L{ended}."""
-        self.ended.callback(None)
 
 
 @dataclass
@@ -369,7 +350,7 @@ class PrepaidWithSippTests(unittest.TestCase):
         inline = tomllib.loads(text)["plugins"]["charging"]["tariffs"][TENANT]
         self.assertEqual(inline, TARIFF, "the inline tariff is not TARIFF")
         config.write_text(text)
-        self.twistd = Twistd()
+        self.twistd = TwistdProcess()
         argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
                 "-n", "--pidfile=", "--logfile=-", "b2bua", "--config", str(config)]
         self.process = reactor.spawnProcess(self.twistd, sys.executable, argv,

@@ -17,13 +17,13 @@ from pathlib import Path
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from b2bua.demo import seed_database
 from tests.trial.integration.sipp import (
     SippResult,
+    TwistdProcess,
     free_port,
     require_program,
     run_sipp,
@@ -54,24 +54,6 @@ database = "sqlite:///{database}"
 """
 
 
-class _Twistd(ProcessProtocol):
-    """Collects the output of the twistd child and tells when it ends."""
-
-    def __init__(self) -> None:
-        self.output = bytearray()
-        self.ended: Deferred[None] = Deferred()
-
-    def outReceived(self, data: bytes) -> None:
-        """Keep stdout."""
-        self.output += data
-
-    errReceived = outReceived
-
-    def processEnded(self, reason: Failure) -> None:
-        """Fire L{ended}."""
-        self.ended.callback(None)
-
-
 class ServiceWithSippTests(unittest.TestCase):
     """Calls between two sipp phones through the switch."""
 
@@ -86,7 +68,7 @@ class ServiceWithSippTests(unittest.TestCase):
         config = Path(folder) / "b2bua.toml"
         config.write_text(CONFIG.format(port=self.port, oam=free_port("tcp"),
                                         database=database))
-        self.twistd = _Twistd()
+        self.twistd = TwistdProcess()
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
                 "-n", "--pidfile=", "--logfile=-", "b2bua", "--config", str(config)]
