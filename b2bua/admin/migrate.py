@@ -119,6 +119,6 @@ def run_reactor(work: Callable[[Any], Deferred[T] | T], reactor: Any) -> T:
 
 def run_migrations(url: str) -> MigrationReport:
     """Migrate C{url} with the global reactor (the command-line process only)."""
-    from twisted.internet import reactor
+    from twisted.internet import reactor  # global-ok: the CLI process entry
 
     return run_reactor(lambda r: migrate_database(url, r), reactor)

@@ -11,24 +11,16 @@ database and its threads are closed after the test.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
 import sys
 
 from twisted.internet import reactor
-from twisted.internet.threads import deferToThread
-from twisted.trial.unittest import TestCase
 
-from b2bua.admin.cli import Console, main
-from b2bua.db.changes import ChangeFeed
 from b2bua.db.database import Database
 from b2bua.db.interfaces import Scope
-from b2bua.db.repository import repositories
-from b2bua.metrics import Metrics
-from oam.api import make_api, mount
-from oam.site import OAMSite
+from tests.trial.admin.realapi import RealAPITestCase
 from tests.trial.admin.test_migrate import SOURCE
 
 ADMIN = Scope.admin("test")
@@ -38,7 +30,7 @@ BAD_DECK = "prefix,description,price,intervals\n33,France,cheap,60/6\n44,UK,0.04
            "49,Germany,0.03,0/0\n"
 
 
-class EndToEndTests(TestCase):
+class EndToEndTests(RealAPITestCase):
     """The daily operator tasks, through the real API."""
 
     async def setUp(self) -> None:
@@ -52,25 +44,7 @@ class EndToEndTests(TestCase):
         self.assertEqual((migrated.returncode, migrated.stderr), (0, ""))
         database = Database(url, reactor)
         self.addCleanup(database.close)
-        self.repos = repositories(database, ChangeFeed(), b"end-to-end-pin-secret")
-        site = OAMSite(Metrics(), lambda: True, lambda: None, lambda: False, "e2e")
-        mount(site, make_api(self.repos, database, site.report_error, version="e2e"))
-        port = reactor.listenTCP(0, site.make_site(reactor), interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        key = await self.repos["api_keys"].create({"name": "ops", "role": "admin"}, ADMIN)
-        self.environ = {"B2BUA_URL": f"http://127.0.0.1:{port.getHost().port}",
-                        "B2BUA_API_KEY": str(key["key"])}
-        self.directory = os.path.abspath(self.mktemp())
-        os.makedirs(self.directory)
-
-    async def cli(self, *argv: str, key: str | None = None) -> tuple[int, str, str]:
-        """Run one command line in a worker thread; status, stdout, stderr."""
-        out, err = io.StringIO(), io.StringIO()
-        environ = dict(self.environ, **({"B2BUA_API_KEY": key} if key else {}))
-        console = Console(io.BytesIO(), out, err, environ,
-                          key_file=os.path.join(self.directory, "no-key-file"))
-        code = await deferToThread(main, [*argv, "--timeout", "20"], console)
-        return code, out.getvalue(), err.getvalue()
+        await self.serve_api(database, "end-to-end")
 
     def deck(self, text: str) -> str:
         """A rate file holding C{text}."""

@@ -4,25 +4,17 @@ temporary SQLite database, as C{test_end_to_end} does."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.threads import deferToThread
-from twisted.trial.unittest import TestCase
 
-from b2bua.admin.cli import Console, main
-from b2bua.db.changes import ChangeFeed
 from b2bua.db.database import Database
 from b2bua.db.interfaces import Scope
 from b2bua.db.migrations import migrate
-from b2bua.db.repository import repositories
-from b2bua.metrics import Metrics
-from oam.api import make_api, mount
-from oam.site import OAMSite
 from tests.trial.admin.fakeapi import QUOTE
+from tests.trial.admin.realapi import RealAPITestCase
 from tests.trial.admin.test_cli import CLITestCase
 
 ADMIN = Scope.admin("test")
@@ -175,7 +167,7 @@ class FakeQuoteTests(CLITestCase):
         self.assertEqual(self.api.seen, [])
 
 
-class RealQuoteTests(TestCase):
+class RealQuoteTests(RealAPITestCase):
     """The tool against the real API on a loopback port."""
 
     timeout = 60
@@ -186,25 +178,7 @@ class RealQuoteTests(TestCase):
         database = Database(f"sqlite:///{path}", reactor)
         self.addCleanup(database.close)
         await migrate(database)
-        self.repos = repositories(database, ChangeFeed(), b"quote-pin-secret")
-        site = OAMSite(Metrics(), lambda: True, lambda: None, lambda: False, "quote")
-        mount(site, make_api(self.repos, database, site.report_error, version="quote"))
-        port = reactor.listenTCP(0, site.make_site(reactor), interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        key = await self.repos["api_keys"].create({"name": "ops", "role": "admin"}, ADMIN)
-        self.environ = {"B2BUA_URL": f"http://127.0.0.1:{port.getHost().port}",
-                        "B2BUA_API_KEY": str(key["key"])}
-        self.directory = os.path.abspath(self.mktemp())
-        os.makedirs(self.directory)
-
-    async def cli(self, *argv: str, key: str | None = None) -> tuple[int, str, str]:
-        """Run one command line in a worker thread; status, stdout, stderr."""
-        out, err = io.StringIO(), io.StringIO()
-        environ = dict(self.environ, **({"B2BUA_API_KEY": key} if key else {}))
-        console = Console(io.BytesIO(), out, err, environ,
-                          key_file=os.path.join(self.directory, "no-key-file"))
-        code = await deferToThread(main, [*argv, "--timeout", "20"], console)
-        return code, out.getvalue(), err.getvalue()
+        await self.serve_api(database, "quote")
 
     def file(self, document: Any) -> str:
         """A tariff file holding C{document} (text as is, else as JSON)."""
