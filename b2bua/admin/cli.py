@@ -10,6 +10,7 @@ Global options (before or after the command)::
 Commands::
 
     migrate [--database URL]                      (env B2BUA_DATABASE, sqlite:///var/b2bua.db)
+    bootstrap [--database URL] [--name N]         (the first admin key, straight into the database)
     customer create --name N --domain D --currency C [--timezone Z] [--credit-limit X]
                     [--reseller ID] [--extensions 1000-1019 [--password P]]
                     [--extension NUMBER[:PASSWORD] ...]
@@ -45,7 +46,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from b2bua.admin.client import AdminError, APIClient
 from b2bua.admin.commands import COMMANDS, UsageError
-from b2bua.admin.migrate import Interrupted, MigrationReport, run_migrations
+from b2bua.admin.migrate import Interrupted, MigrationReport, run_bootstrap, run_migrations
 from b2bua.admin.output import render_json
 from b2bua.db.database import redact_url
 from b2bua.db.model import entity
@@ -281,6 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_global(migrate, top=False)
     migrate.add_argument("--database", metavar="URL",
                          help=f"env B2BUA_DATABASE; {DEFAULT_DATABASE}")
+    bootstrap = groups.add_parser(
+        "bootstrap", help="create the first admin API key directly in the database")
+    _add_global(bootstrap, top=False)
+    bootstrap.add_argument("--database", metavar="URL",
+                           help=f"env B2BUA_DATABASE; {DEFAULT_DATABASE}")
+    bootstrap.add_argument("--name", default="bootstrap", help="the key's name")
     _customer_commands(groups)
     _other_commands(groups)
     _quote_command(groups)
@@ -348,6 +355,21 @@ def _migrate(args: argparse.Namespace, console: Console) -> None:
     console.stdout.write(render_json(report.as_json()) if args.json else report.as_text())
 
 
+def _bootstrap(args: argparse.Namespace, console: Console) -> None:
+    """C{bootstrap}: create an admin key in the database and print it once."""
+    url = args.database or console.environ.get("B2BUA_DATABASE") or DEFAULT_DATABASE
+    try:
+        key = run_bootstrap(url, args.name)
+    except Interrupted:
+        raise AdminError("bootstrap: interrupted") from None
+    except Exception as error:
+        raise AdminError(f"bootstrap {redact_url(url)}: {_database_reason(error)}") from None
+    if args.json:
+        console.stdout.write(render_json({"key": key, "role": "admin", "name": args.name}))
+    else:
+        console.stdout.write(f"admin API key (shown once): {key}\n")
+
+
 def _report(console: Console, error: AdminError) -> int:
     """Write C{error} as one line (and its detail lines); return its exit status."""
     console.stderr.write(f"{PROG}: {error.message}\n")
@@ -370,6 +392,8 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
             args = build_parser().parse_args(arguments)
         if args.group == "migrate":
             _migrate(args, console)
+        elif args.group == "bootstrap":
+            _bootstrap(args, console)
         else:
             COMMANDS[(args.group, args.action)](_Invocation(args, console))
         console.stdout.flush()

@@ -122,3 +122,30 @@ def run_migrations(url: str) -> MigrationReport:
     from twisted.internet import reactor  # global-ok: the CLI process entry
 
     return run_reactor(lambda r: migrate_database(url, r), reactor)
+
+
+def bootstrap_key(url: str, reactor: Any, name: str) -> Deferred[str]:
+    """Create an admin API key directly in the (migrated) database at C{url}
+    and fire with its plaintext: the first key of a deployment, since the
+    API needs a key to create keys.  The database is closed either way."""
+    from b2bua.db.changes import ChangeFeed
+    from b2bua.db.interfaces import Scope
+    from b2bua.db.repository import Repository
+
+    database = Database(url, reactor)
+    keys = Repository("api_key", database, ChangeFeed(), b"")
+    d = keys.create({"name": name, "role": "admin"}, Scope.admin("b2bua-admin bootstrap"))
+    d.addCallback(lambda row: str(row["key"]))
+
+    def close(result: Any) -> Deferred[Any]:
+        return database.close().addCallback(lambda _: result)
+
+    return d.addBoth(close)
+
+
+def run_bootstrap(url: str, name: str) -> str:
+    """L{bootstrap_key} with the global reactor (the command-line process only)."""
+    from twisted.internet import reactor  # global-ok: the CLI process entry
+
+    return run_reactor(lambda r: bootstrap_key(url, r, name), reactor)
+

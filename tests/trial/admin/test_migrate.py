@@ -202,3 +202,46 @@ class ProcessTests(SynchronousTestCase):
         self.assertEqual(done.stderr.count("\n"), 1, done.stderr)
         self.assertTrue(done.stderr.startswith(f"b2bua-admin: migrate sqlite:///{blocker}/"),
                         done.stderr)
+
+
+class BootstrapTests(TestCase):
+    """C{b2bua-admin bootstrap}: the first admin key, straight into the database."""
+
+    async def test_key_is_created_and_works(self) -> None:
+        """The printed key is an admin key the database recognises; a second
+        run makes another key (nothing is replaced)."""
+        from b2bua.admin.migrate import bootstrap_key
+        from b2bua.db.database import Database
+        from b2bua.db.repository import find_api_key
+
+        path = os.path.abspath(self.mktemp()) + ".db"
+        url = f"sqlite:///{path}"
+        await migrate_database(url, reactor)
+        first = await bootstrap_key(url, reactor, "ops")
+        second = await bootstrap_key(url, reactor, "ops2")
+        self.assertNotEqual(first, second)
+        database = Database(url, reactor)
+        self.addCleanup(database.close)
+        row = await find_api_key(database, first)
+        self.assertEqual((row["role"], row["name"]), ("admin", "ops"))
+
+    def test_command_line(self) -> None:
+        """The command prints the key once; an unmigrated database is one
+        clear error line."""
+        cwd = self.mktemp()
+        os.makedirs(cwd)
+        environ = {**os.environ, "PYTHONPATH": SOURCE}
+        environ.pop("B2BUA_DATABASE", None)
+
+        def admin(*argv: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "b2bua.admin", *argv], cwd=cwd,
+                                  env=environ, capture_output=True, text=True, timeout=60)
+
+        refused = admin("bootstrap")
+        self.assertNotEqual(refused.returncode, 0)
+        self.assertEqual(len(refused.stderr.strip().splitlines()), 1, refused.stderr)
+        self.assertNotIn("Traceback", refused.stderr)
+        self.assertEqual(admin("migrate").returncode, 0)
+        done = admin("bootstrap", "--json")
+        self.assertEqual((done.returncode, done.stderr), (0, ""))
+        self.assertTrue(json.loads(done.stdout)["key"].startswith("b2k_"))
