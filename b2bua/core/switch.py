@@ -100,6 +100,7 @@ class Switch:
         self.dialogs = DialogTable()
         self._legs: dict[DialogId, Leg] = {}
         self.draining = False
+        self._contacts: dict[tuple[str, str, int], NameAddress] = {}
 
     def attach(self, transactions: Any, transport: Any) -> None:
         """Wire the transaction layer (to send) and the transport (for our
@@ -114,10 +115,16 @@ class Switch:
         return self._random(6).hex()
 
     def contact_for(self, transport: str) -> NameAddress:
-        """Our Contact on the listener of C{transport}."""
+        """Our Contact on the listener of C{transport} (one shared object per
+        listener: read it, never change it)."""
         host, port = self.transport.local_address(transport)
-        params = {"transport": transport.lower()} if transport.upper() != "UDP" else {}
-        return NameAddress(URI("sip", "b2bua", format_host(host), port, params))
+        key = (transport.upper(), host, port)
+        contact = self._contacts.get(key)
+        if contact is None:
+            params = {"transport": transport.lower()} if transport.upper() != "UDP" else {}
+            contact = NameAddress(URI("sip", "b2bua", format_host(host), port, params))
+            self._contacts[key] = contact
+        return contact
 
     def stamp_request(self, request: Request) -> None:
         """Add our User-Agent to a request we originate."""

@@ -518,7 +518,7 @@ def parse_message(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> Request | Re
 
 
 #: header names seen before (as written) -> lookup key; bounded
-_known_names: dict[str, str] = {}
+_known_names: dict[str, tuple[str, str]] = {}
 
 
 def _parse(data: bytes, max_size: int) -> Request | Response:
@@ -568,15 +568,17 @@ def _parse(data: bytes, max_size: int) -> Request | Response:
         colon = line.find(":")
         if colon <= 0:
             raise ParseError(f"header line without colon: {line[:40]!r}")
-        name = line[:colon]
-        key = _known_names.get(name)
-        if key is None:
-            name = name.rstrip()
+        known = _known_names.get(line[:colon])
+        if known is None:
+            name = line[:colon].rstrip()
             if not is_token(name):
                 raise ParseError(f"bad header name {name[:40]!r}")
             key = header_key(name)
             if len(_known_names) < 4096:
-                _known_names[name] = key
+                _known_names[name] = (key, name)
+        else:
+            # one string object per header name, shared by every message
+            key, name = known
         fields.append([key, name, line[colon + 1 :].strip()])
     body = data[body_start:]
     length_text = None
