@@ -40,6 +40,10 @@ class Params(dict):
         return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in self.items())
 
 
+#: an empty parameter set to read from (never changed)
+_NO_PARAMS = Params()
+
+
 def parse_params(text: str, what: str = "parameter") -> Params:
     """Parse C{;a=b;c} (the leading C{;} optional) into L{Params}.
 
@@ -176,7 +180,7 @@ class URI:
     scheme only C{opaque} (everything after the colon) is set.
     """
 
-    __slots__ = ("headers", "host", "opaque", "params", "password", "port", "scheme", "user")
+    __slots__ = ("_params", "headers", "host", "opaque", "password", "port", "scheme", "user")
 
     def __init__(
         self,
@@ -194,9 +198,23 @@ class URI:
         self.password = password
         self.host = host
         self.port = port
-        self.params = params if isinstance(params, Params) else Params(params or {})
+        #: made on first use: most URIs kept for long have no parameters
+        self._params: Params | None = (
+            params if isinstance(params, Params) else Params(params) if params else None)
         self.headers = headers
         self.opaque = opaque
+
+    @property
+    def params(self) -> Params:
+        """The URI parameters (lower-cased names; C{None} for a flag)."""
+        params = self._params
+        if params is None:
+            params = self._params = Params()
+        return params
+
+    @params.setter
+    def params(self, value: Params | dict | None) -> None:
+        self._params = value if isinstance(value, Params) else Params(value or {})
 
     @property
     def is_sip(self) -> bool:
@@ -220,19 +238,20 @@ class URI:
     @property
     def transport(self) -> str | None:
         """The lower-cased C{transport} parameter, if any."""
-        value = self.params.get("transport")
+        value = (self._params or _NO_PARAMS).get("transport")
         return value.lower() if value else None
 
     def copy(self) -> URI:
         """Return an independent copy (parameters copied too)."""
-        return URI(self.scheme, self.user, self.host, self.port, Params(self.params),
+        return URI(self.scheme, self.user, self.host, self.port,
+                   Params(self._params) if self._params else None,
                    self.password, self.headers, self.opaque)
 
     def __str__(self) -> str:
         if self.opaque is not None:
             return f"{self.scheme}:{self.opaque}"
         if self.scheme == "tel":
-            return f"tel:{self.user}{self.params.to_string()}"
+            return f"tel:{self.user}{(self._params or _NO_PARAMS).to_string()}"
         out = [self.scheme, ":"]
         if self.user is not None:
             out.append(self.user)
@@ -243,8 +262,8 @@ class URI:
         out.append(format_host(self.host or ""))
         if self.port is not None:
             out.append(f":{self.port}")
-        if self.params:
-            out.append(self.params.to_string())
+        if self._params:
+            out.append(self._params.to_string())
         if self.headers:
             out.append("?")
             out.append(self.headers)
@@ -265,15 +284,16 @@ class URI:
         if self.user_unescaped != other.user_unescaped or self.password != other.password:
             return False
         if self.scheme == "tel":
-            return self.params == other.params
+            return (self._params or _NO_PARAMS) == (other._params or _NO_PARAMS)
         if (self.host or "").lower() != (other.host or "").lower() or self.port != other.port:
             return False
         for name in ("user", "ttl", "method", "maddr", "transport"):
-            a, b = self.params.get(name), other.params.get(name)
+            a, b = (self._params or _NO_PARAMS).get(name), (other._params or _NO_PARAMS).get(name)
             if (a or "").lower() != (b or "").lower():
                 return False
-        for name in set(self.params) & set(other.params):
-            a, b = self.params[name], other.params[name]
+        mine, theirs = self._params or _NO_PARAMS, other._params or _NO_PARAMS
+        for name in set(mine) & set(theirs):
+            a, b = mine[name], theirs[name]
             if (a or "").lower() != (b or "").lower():
                 return False
         return (self.headers or "") == (other.headers or "")
@@ -320,7 +340,7 @@ def _parse_sip(scheme: str, rest: str) -> URI:
         if port_number is not None and port_number > 65535:
             raise ParseError(f"port out of range {port_number}")
         return URI(scheme, user, host, port_number,
-                   parse_params(ptext, "URI parameter") if ptext else Params())
+                   parse_params(ptext, "URI parameter") if ptext else None)
     # '@' cannot appear unescaped after the userinfo (RFC 3261 25.1), while
     # the user part may hold '?', ';' and '/': split at the first '@' first
     at = rest.find("@")
@@ -339,7 +359,7 @@ def _parse_sip(scheme: str, rest: str) -> URI:
     if not hostport:
         raise ParseError("URI without host")
     host, port = split_hostport(hostport)
-    params = parse_params(ptext, "URI parameter") if semi else Params()
+    params = parse_params(ptext, "URI parameter") if semi else None
     if semi and _PARAM_BAD.search(ptext):
         raise ParseError("bad character in URI parameters")
     if qmark and (not headers or any(c in headers for c in " <>\"")):
