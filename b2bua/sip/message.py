@@ -89,13 +89,13 @@ class Headers:
     __slots__ = ("_fields", "_index", "_owner")
 
     def __init__(self, fields: list[tuple[str, str]] | None = None) -> None:
-        #: list of [key, name, value]
-        self._fields: list[list[str]] = []
+        #: (key, name, value) per header line: tuples, the lightest record
+        self._fields: list[tuple[str, str, str]] = []
         #: key -> values, built on the first lookup, dropped on any change
         self._index: dict[str, list[str]] | None = None
         self._owner: Message | None = None
         for name, value in fields or ():
-            self._fields.append([header_key(name), name, value])
+            self._fields.append((header_key(name), name, value))
 
     def _changed(self) -> None:
         self._index = None
@@ -162,10 +162,10 @@ class Headers:
         # keep fields of one name together: insert after the last such field
         for i in range(len(self._fields) - 1, -1, -1):
             if self._fields[i][0] == key:
-                self._fields.insert(i + 1, [key, canonical_name(name), value])
+                self._fields.insert(i + 1, (key, canonical_name(name), value))
                 break
         else:
-            self._fields.append([key, canonical_name(name), value])
+            self._fields.append((key, canonical_name(name), value))
         self._changed()
 
     def add_first(self, name: str, value: str) -> None:
@@ -173,10 +173,10 @@ class Headers:
         key = header_key(name)
         for i, f in enumerate(self._fields):
             if f[0] == key:
-                self._fields.insert(i, [key, canonical_name(name), value])
+                self._fields.insert(i, (key, canonical_name(name), value))
                 break
         else:
-            self._fields.append([key, canonical_name(name), value])
+            self._fields.append((key, canonical_name(name), value))
         self._changed()
 
     def set(self, name: str, value: str) -> None:
@@ -184,17 +184,17 @@ class Headers:
         key = header_key(name)
         for i, f in enumerate(self._fields):
             if f[0] == key:
-                self._fields[i] = [key, canonical_name(name), value]
+                self._fields[i] = (key, canonical_name(name), value)
                 self._fields[i + 1 :] = [g for g in self._fields[i + 1 :] if g[0] != key]
                 break
         else:
-            self._fields.append([key, canonical_name(name), value])
+            self._fields.append((key, canonical_name(name), value))
         self._changed()
 
     def set_all(self, name: str, values: list[str]) -> None:
         """Replace every field named C{name} by one line per value (in place)."""
         key = header_key(name)
-        new = [[key, canonical_name(name), v] for v in values]
+        new = [(key, canonical_name(name), v) for v in values]
         for i, f in enumerate(self._fields):
             if f[0] == key:
                 rest = [g for g in self._fields[i + 1 :] if g[0] != key]
@@ -221,7 +221,7 @@ class Headers:
                 if len(values) <= 1:
                     del self._fields[i]
                 else:
-                    f[2] = ", ".join(values[1:])
+                    self._fields[i] = (f[0], f[1], ", ".join(values[1:]))
                 self._changed()
                 return values[0] if values else None
         return None
@@ -229,7 +229,7 @@ class Headers:
     def copy(self) -> Headers:
         """An independent copy (not attached to any message)."""
         h = Headers()
-        h._fields = [list(f) for f in self._fields]
+        h._fields = list(self._fields)
         return h
 
 
@@ -563,7 +563,8 @@ def _parse(data: bytes, max_size: int) -> Request | Response:
         if c == " " or c == "\t":
             if not fields:
                 raise ParseError("continuation line before any header")
-            fields[-1][2] = (fields[-1][2] + " " + line.strip()).strip()
+            key, name, value = fields[-1]
+            fields[-1] = (key, name, (value + " " + line.strip()).strip())
             continue
         colon = line.find(":")
         if colon <= 0:
@@ -579,7 +580,7 @@ def _parse(data: bytes, max_size: int) -> Request | Response:
         else:
             # one string object per header name, shared by every message
             key, name = known
-        fields.append([key, name, line[colon + 1 :].strip()])
+        fields.append((key, name, line[colon + 1 :].strip()))
     body = data[body_start:]
     length_text = None
     for f in fields:
