@@ -32,6 +32,8 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from b2bua.sip.message import KNOWN_METHODS
+
 __all__ = [
     "DROP_REASONS",
     "MAX_HOOK_LABELS",
@@ -67,18 +69,7 @@ OUTCOMES: tuple[str, ...] = (
 )
 """Every value of the C{outcome} label of C{b2bua_calls_total}."""
 
-SIP_METHODS: frozenset[str] = frozenset(
-    {
-        "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER",  # RFC 3261
-        "PRACK",  # RFC 3262
-        "SUBSCRIBE", "NOTIFY",  # RFC 6665
-        "PUBLISH",  # RFC 3903
-        "INFO",  # RFC 6086
-        "REFER",  # RFC 3515
-        "MESSAGE",  # RFC 3428
-        "UPDATE",  # RFC 3311
-    }
-)
+SIP_METHODS: frozenset[str] = KNOWN_METHODS
 """Methods counted under their own name; SIP methods are case-sensitive."""
 
 DROP_REASONS: frozenset[str] = frozenset(

@@ -44,6 +44,7 @@ from twisted.logger import Logger
 from b2bua.core.call import CallRecord, LegRecord
 from b2bua.db.model import entity
 from b2bua.db.validation import convert, json_value
+from b2bua.metrics import OUTCOMES, outcome_for
 from rating.cost import billable_duration
 
 __all__ = ["CDR", "DISPOSITIONS", "build_cdr", "cdr_for_call", "disposition_for"]
@@ -51,15 +52,13 @@ __all__ = ["CDR", "DISPOSITIONS", "build_cdr", "cdr_for_call", "disposition_for"
 log = Logger()
 
 #: Every value of the C{disposition} column.
-DISPOSITIONS = ("answered", "busy", "no_answer", "cancelled", "rejected", "failed",
-                "unavailable")
+#: the same set as the C{outcome} label of C{b2bua_calls_total}
+DISPOSITIONS = OUTCOMES
 #: Longest text kept in a CDR's text columns (longer is cut, never refused).
 MAX_TEXT = 1024
 _ZERO = Decimal(0)
 _COST_FIELD = entity("cdr").field("cost")
-_BUSY = frozenset({486, 600})
-_NO_ANSWER = frozenset({408, 480, 487})
-_UNAVAILABLE = frozenset({502, 503, 504})
+
 
 
 def disposition_for(record: CallRecord) -> str:
@@ -69,20 +68,8 @@ def disposition_for(record: CallRecord) -> str:
     busy, 408/480/487 no answer, 502-504 unavailable, other 3xx-6xx
     rejected (5xx failed), anything else failed.
     """
-    code = record.code
-    if record.answered_at is not None or 200 <= code <= 299:
-        return "answered"
-    if record.disconnect == "caller-cancel":
-        return "cancelled"
-    if not 300 <= code <= 699:
-        return "failed"
-    if code in _BUSY:
-        return "busy"
-    if code in _NO_ANSWER:
-        return "no_answer"
-    if code in _UNAVAILABLE:
-        return "unavailable"
-    return "failed" if 500 <= code <= 599 else "rejected"
+    code = 200 if record.answered_at is not None else record.code
+    return outcome_for(code, cancelled=record.disconnect == "caller-cancel")
 
 
 def _text(value: Any) -> str:

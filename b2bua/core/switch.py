@@ -27,7 +27,7 @@ from b2bua.sip.dialog import Dialog, DialogId, DialogTable
 from b2bua.sip.errors import SIPError
 from b2bua.sip.headers import NameAddress
 from b2bua.sip.interfaces import Source, Target
-from b2bua.sip.message import Request, Response, make_response
+from b2bua.sip.message import KNOWN_METHODS, Request, Response, make_response
 from b2bua.sip.uri import URI, format_host
 from b2bua.sip.validation import validate_request
 
@@ -49,8 +49,6 @@ _OUTSIDE_DIALOG_ONLY = frozenset({"INVITE", "REGISTER", "OPTIONS", "CANCEL", "ME
 #: C{b2bua_sip_rejected_requests_total} reasons of validation failures
 _REJECTED = {400: "malformed", 416: "unsupported_uri_scheme", 420: "bad_extension",
              483: "too_many_hops"}
-_KNOWN = frozenset({"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK",
-                    "SUBSCRIBE", "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE"})
 
 
 @dataclass(frozen=True)
@@ -245,7 +243,7 @@ class Switch:
             self._respond(transaction, request, 200, headers=[
                 ("Allow", ALLOW), ("Accept", "application/sdp"),
                 ("Supported", ", ".join(SUPPORTED))])
-        elif method in _KNOWN:
+        elif method in KNOWN_METHODS:
             self._respond(transaction, request, 481 if method in ("BYE", "PRACK", "UPDATE")
                           else 405, headers=[("Allow", ALLOW)])
         else:

@@ -9,6 +9,7 @@ commas inside quoted strings and C{<...>}.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from b2bua.sip.errors import ParseError
 from b2bua.sip.uri import (
@@ -78,23 +79,9 @@ LIST_HEADERS = frozenset(
 )
 
 
+@lru_cache(maxsize=4096)
 def header_key(name: str) -> str:
     """The lookup key of a header name: lower-cased, compact forms expanded."""
-    key = _KEYS.get(name)
-    if key is not None:
-        return key
-    key = _header_key(name)
-    if len(_KEYS) < 4096:
-        _KEYS[name] = key
-    return key
-
-
-#: header names seen -> their keys (bounded)
-_KEYS: dict[str, str] = {}
-
-
-def _header_key(name: str) -> str:
-    """L{header_key} without the cache."""
     key = name.lower()
     if len(key) == 1:
         full = COMPACT_FORMS.get(key)

@@ -46,6 +46,13 @@ DEFAULT_MAX_SIZE = 65536
 
 SIP_VERSION = "SIP/2.0"
 
+#: The methods SIP's RFCs define (3261, 3262, 3311, 3428, 3515, 3903,
+#: 6086, 6665): answered 405 when not handled, unlike unknown ones (501).
+KNOWN_METHODS = frozenset({
+    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE",
+    "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE",
+})
+
 REASON_PHRASES: dict[int, str] = {
     100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
     183: "Session Progress", 199: "Early Dialog Terminated",

@@ -18,19 +18,13 @@ from twisted.logger import Logger
 
 from b2bua.sip.auth import DigestServer
 from b2bua.sip.errors import SIPError, TransactionTimeout, TransportError
-from b2bua.sip.message import Request, Response, make_response
+from b2bua.sip.message import KNOWN_METHODS, Request, Response, make_response
 from b2bua.sip.validation import validate_request
 
 __all__ = ["ALLOWED", "KNOWN_METHODS", "MinimalUAS"]
 
 #: Methods this UAS answers itself.
 ALLOWED = ("OPTIONS", "REGISTER", "CANCEL", "ACK")
-
-#: Methods defined by SIP RFCs: answered 405 (with Allow) when not handled.
-KNOWN_METHODS = frozenset({
-    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE",
-    "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE",
-})
 
 SUPPORTED = ("path", "outbound")
 

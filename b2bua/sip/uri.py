@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from functools import lru_cache
 from urllib.parse import unquote
 
 from b2bua.sip.errors import ParseError
@@ -94,26 +95,12 @@ def _split_params(text: str) -> list[str]:
     return parts
 
 
-#: hosts already checked (a switch sees the same peers again and again)
-_good_hosts: dict[str, str] = {}
-
-
+@lru_cache(maxsize=8192)  # a switch sees the same peers again and again
 def parse_host(text: str) -> str:
     """Check a host (hostname, IPv4 or bracketed IPv6 reference) and return it.
 
     @raise ParseError: when it is none of those.
     """
-    host = _good_hosts.get(text)
-    if host is not None:
-        return host
-    host = _check_host(text)
-    if len(_good_hosts) < 8192:
-        _good_hosts[text] = host
-    return host
-
-
-def _check_host(text: str) -> str:
-    """L{parse_host} without the cache."""
     if not text:
         raise ParseError("empty host")
     if text[0] == "[":

@@ -12,7 +12,6 @@ test, and remove their keys afterwards.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from typing import Any
 
@@ -35,9 +34,7 @@ from b2bua.core.location import (
 )
 from b2bua.core.location_redis import RedisLocationStore, redis_connection_args
 from b2bua.sip.interfaces import Source, Target
-
-REDIS_URL = os.environ.get("REDIS_URL")
-IN_CI = os.environ.get("CI") == "true"
+from tests.trial.redis_support import redis_skip, require_redis_url
 
 T0 = 1_700_000_000.0
 AOR = "alice@example.com"
@@ -392,20 +389,16 @@ class RedisLocationStoreTests(LocationStoreContract, TestCase):
     plus its key layout."""
 
     timeout = 20
-    if not REDIS_URL and not IN_CI:
-        skip = ("set REDIS_URL (e.g. REDIS_URL=redis://127.0.0.1:6379/0) and start "
-                "redis-server to run the Redis location store tests")
+    skip = redis_skip("Redis location store tests")
 
     @inlineCallbacks
     def make_store(self) -> Any:
         """Connect (a pool of two, so that updates can be in flight at once)
         and use a unique key prefix, removed after the test."""
-        if not REDIS_URL:
-            self.fail("CI=true but REDIS_URL is unset: the Redis location store "
-                      "tests must run in CI")
+        url = require_redis_url(self, "Redis location store tests")
         import txredisapi
 
-        args = redis_connection_args(REDIS_URL)
+        args = redis_connection_args(url)
         self.redis = yield txredisapi.ConnectionPool(
             poolsize=2, reconnect=False, connectTimeout=5, replyTimeout=5, **args)
         self.addCleanup(self.redis.disconnect)

@@ -32,10 +32,9 @@ from rating.cdr import CDR, build_cdr
 from rating.cdr_writer import CDRWriter, insert_cdrs
 from rating.journal import FileJournal, JournalError, RedisStreamJournal
 from tests.trial.db.support import open_database, stack
+from tests.trial.redis_support import redis_skip, require_redis_url
 
 T0 = 1_700_000_000.0
-REDIS_URL = os.environ.get("REDIS_URL")
-IN_CI = os.environ.get("CI") == "true"
 
 
 def make_cdr(n: int, *, started: float = T0, cost: str = "0.070000", **changes: Any) -> CDR:
@@ -410,19 +409,16 @@ class RedisWriterTests(TestCase):
     another node's writer takes them over and stores each once."""
 
     timeout = 30
-    if not REDIS_URL and not IN_CI:
-        skip = ("set REDIS_URL (e.g. REDIS_URL=redis://127.0.0.1:6379/0) and start "
-                "redis-server to run the Redis journal tests")
+    skip = redis_skip("Redis journal tests")
 
     async def test_dead_node_taken_over(self) -> None:
         """Node A appends 6 and writes 3 without confirming (it dies);
         node B claims A's entries and writes all 6 exactly once."""
         import txredisapi
 
-        if not REDIS_URL:
-            self.fail("CI=true but REDIS_URL is unset: the Redis journal tests must run in CI")
+        url = require_redis_url(self, "Redis journal tests")
         redis = await txredisapi.Connection(reconnect=False, connectTimeout=5, replyTimeout=10,
-                                            **redis_connection_args(REDIS_URL))
+                                            **redis_connection_args(url))
         self.addCleanup(redis.disconnect)
         stream = f"test:b2bua:cdrs:{uuid.uuid4().hex}"
         self.addCleanup(redis.execute_command, "DEL", stream, stream + ":rejected")

@@ -35,9 +35,7 @@ from rating.journal import (
     JournalLocked,
     RedisStreamJournal,
 )
-
-REDIS_URL = os.environ.get("REDIS_URL")
-IN_CI = os.environ.get("CI") == "true"
+from tests.trial.redis_support import redis_skip, require_redis_url
 
 
 class JournalContract:
@@ -369,21 +367,17 @@ class RedisJournalSetup:
     C{REDIS_URL}, failing under C{CI=true}."""
 
     timeout = 30
-    if not REDIS_URL and not IN_CI:
-        skip = ("set REDIS_URL (e.g. REDIS_URL=redis://127.0.0.1:6379/0) and start "
-                "redis-server to run the Redis journal tests")
+    skip = redis_skip("Redis journal tests")
     options: dict[str, Any] = {}
 
     async def connect(self) -> Any:
         """A new connection, closed after the test."""
         import txredisapi
 
-        if not REDIS_URL:
-            self.fail("CI=true but REDIS_URL is unset: the Redis journal tests must run "  # type: ignore[attr-defined]
-                      "in CI")
+        url = require_redis_url(self, "Redis journal tests")
         connection = await txredisapi.Connection(reconnect=False, connectTimeout=5,
                                                  replyTimeout=10,
-                                                 **redis_connection_args(REDIS_URL))
+                                                 **redis_connection_args(url))
         self.addCleanup(connection.disconnect)  # type: ignore[attr-defined]
         return connection
 

@@ -13,7 +13,6 @@ afterwards.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -40,9 +39,7 @@ from rating.stores.interface import (
 )
 from rating.stores.memory import MemoryBalanceStore
 from rating.stores.redis import RedisBalanceStore
-
-REDIS_URL = os.environ.get("REDIS_URL")
-IN_CI = os.environ.get("CI") == "true"
+from tests.trial.redis_support import REDIS_URL, redis_skip, require_redis_url
 
 T0 = 1_700_000_000.0
 A = "customer:12"
@@ -633,9 +630,7 @@ class RedisSetup:
     failing under C{CI=true}; a unique key prefix, removed afterwards."""
 
     timeout = 30
-    if not REDIS_URL and not IN_CI:
-        skip = ("set REDIS_URL (e.g. REDIS_URL=redis://127.0.0.1:6379/0) and start "
-                "redis-server to run the Redis balance store tests")
+    skip = redis_skip("Redis balance store tests")
     #: keyword arguments of the store under test
     store_options: dict[str, Any] = {}
     clock: task.Clock
@@ -644,12 +639,10 @@ class RedisSetup:
     def make_store(self) -> Any:
         """Connect a pool of four (so that script runs really interleave on
         the server) and use a unique key prefix, removed after the test."""
-        if not REDIS_URL:
-            self.fail("CI=true but REDIS_URL is unset: the Redis balance store "  # type: ignore[attr-defined]
-                      "tests must run in CI")
+        url = require_redis_url(self, "Redis balance store tests")
         import txredisapi
 
-        args = redis_connection_args(REDIS_URL)
+        args = redis_connection_args(url)
         self.redis = yield txredisapi.ConnectionPool(
             poolsize=4, reconnect=False, connectTimeout=5, replyTimeout=10, **args)
         self.addCleanup(self.redis.disconnect)  # type: ignore[attr-defined]
