@@ -128,6 +128,9 @@ class StorageConfig:
         (empty: C{cdrs.journal} beside a SQLite database, else
         C{var/cdrs.journal}) or a C{redis://} URL (a Redis stream shared by
         the nodes).
+    @ivar recovery_interval: seconds between two runs of the crash
+        recovery (rating.md 3.6): abandoned holds settled, their CDRs
+        written (see C{docs/recovery.md}).
     """
 
     locations: str = "memory"
@@ -136,6 +139,7 @@ class StorageConfig:
     migrate: bool | None = None
     secret: str = field(default="", repr=False)
     cdr_journal: str = ""
+    recovery_interval: float = 10.0
 
     @property
     def should_migrate(self) -> bool:
@@ -455,6 +459,7 @@ def _storage(c: _Checker, data: dict[str, Any]) -> StorageConfig:
         cdr_journal=c.take(
             table, "storage", "cdr_journal", str, "",
             lambda v: _redis_url(v) if v.startswith(("redis:", "rediss:")) else None),
+        recovery_interval=c.seconds(table, "storage", "recovery_interval", 10.0),
     )
     c.unknown(table, "storage")
     return storage

@@ -71,6 +71,7 @@ from plugins.local_routing import LocalRouting
 from rating.cdr_writer import CDRWriter
 from rating.journal import FileJournal, RedisStreamJournal
 from rating.provisioned import ProvisionedTariffs
+from rating.recovery import Recovery
 from rating.stores.memory import MemoryBalanceStore
 from rating.stores.redis import RedisBalanceStore
 
@@ -242,6 +243,7 @@ class SwitchService(MultiService):
         self.location = self._location_store()
         self.balance_store = self._balance_store()
         self.cdr_writer: CDRWriter | None = None
+        self.recovery: Recovery | None = None
         self.cdr_journal: Any = None
         self.registrar = Registrar(self.location, reactor)
         self.metrics.track_registrations(self.location.count)
@@ -405,6 +407,11 @@ class SwitchService(MultiService):
         self.switch.directory = self.snapshot
         self.cdr_writer = await self._start_cdr_writer(database, folder)
         self._check_running()
+        self.recovery = Recovery(self.balance_store, self.cdr_writer, self.reactor,
+                                 interval=storage.recovery_interval,
+                                 registry=self.metrics.registry)
+        await self.recovery.start()
+        self._check_running()
         services = Services(self.reactor, self.snapshot, self.registrar, self.location,
                             self.metrics, extra={"balance_store": self.balance_store,
                                                  "cdr_writer": self.cdr_writer,
@@ -537,7 +544,9 @@ class SwitchService(MultiService):
         waits = []
         if self.cdr_writer is not None:
             journal = self.cdr_journal
-            flushed = self.cdr_writer.stop(flush=True)
+            recovery = self.recovery.stop() if self.recovery is not None else succeed(None)
+            writer = self.cdr_writer
+            flushed = recovery.addCallback(lambda _: writer.stop(flush=True))
             flushed.addBoth(lambda _: journal.close())
             waits.append(flushed)
         if self.snapshot is not None:

@@ -40,6 +40,7 @@ from b2bua.core.decisions import Reject
 from b2bua.core.services import Services
 from b2bua.hookspecs import hookimpl
 from b2bua.sip.message import Request
+from rating.cdr import recovery_note
 from rating.charging import (
     BLOCKED,
     INSUFFICIENT_BALANCE,
@@ -328,6 +329,8 @@ class Charging:
         def authorize() -> Deferred[Reject | None]:
             session = sessions.open(call.id, payer, index, number, on_limit=limit)
             session.currency = self._currency(tenant)
+            directory = self.services.directory if self.services is not None else None
+            session.note = dict(recovery_note(call, directory), currency=session.currency)
             call.data[NAME] = session
             return session.authorize().addCallback(_decision)
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,7 +48,8 @@ from b2bua.db.validation import convert, json_value
 from b2bua.metrics import OUTCOMES, outcome_for
 from rating.cost import billable_duration
 
-__all__ = ["CDR", "DISPOSITIONS", "build_cdr", "cdr_for_call", "disposition_for"]
+__all__ = ["CDR", "DISPOSITIONS", "build_cdr", "cdr_for_call", "cdr_for_recovery",
+           "disposition_for", "recovery_note", "row_ids"]
 
 log = Logger()
 
@@ -329,16 +331,101 @@ def cdr_for_call(call: Any, record: CallRecord, directory: Any = None,
     if charging is None:
         charging = call.data.get("charging")
     identity = getattr(call, "identity", "") or ""
-    customer_id = account_id = None
-    if directory is not None and record.tenant:
-        try:
-            tenant = directory.tenant(record.tenant)
-            customer_id = getattr(tenant, "id", None)
-            number, _, domain = identity.rpartition("@")
-            if number and domain.lower() == record.tenant.lower():
-                extension = directory.extension(record.tenant, number)
-                account_id = getattr(extension, "id", None)
-        except Exception:
-            log.failure("CDR {call_id}: directory lookup failed", call_id=record.call_id)
+    customer_id, account_id = row_ids(directory, record.tenant, identity, record.call_id)
     return build_cdr(record, charging=charging, customer_id=customer_id,
                      account_id=account_id, identity=identity)
+
+
+def row_ids(directory: Any, tenant: str, identity: str,
+            call_id: str = "") -> tuple[int | None, int | None]:
+    """The row ids of the tenant C{tenant} and of the calling extension
+    C{identity} (C{number@domain}, when that is the tenant's), from the
+    directory; C{None} for what is not there."""
+    customer_id = account_id = None
+    if directory is not None and tenant:
+        try:
+            row = directory.tenant(tenant)
+            customer_id = getattr(row, "id", None)
+            number, _, domain = identity.rpartition("@")
+            if number and domain.lower() == tenant.lower():
+                extension = directory.extension(tenant, number)
+                account_id = getattr(extension, "id", None)
+        except Exception:
+            log.failure("CDR {call_id}: directory lookup failed", call_id=call_id)
+    return _ref(customer_id), _ref(account_id)
+
+
+#: The version of the recovery note's layout (L{recovery_note}).
+NOTE_VERSION = 1
+
+
+def recovery_note(call: Any, directory: Any = None) -> dict[str, Any]:
+    """What a CDR of C{call} needs should its node die before the call ends
+    (rating.md 3.6): the charging layer stores it with the call's hold, and
+    recovery hands it back in the C{recovered} ledger entry
+    (L{cdr_for_recovery}).  Keep it small: it travels with every hold."""
+    tenant = getattr(call, "tenant", "") or ""
+    identity = getattr(call, "identity", "") or ""
+    customer_id, account_id = row_ids(directory, tenant, identity, call.id)
+    return {"v": NOTE_VERSION, "caller": _text(str(call.caller.uri))[:256],
+            "callee": _text(str(call.callee))[:256], "tenant": tenant[:256],
+            "identity": identity[:256], "started_at": call.received_at,
+            "customer_id": customer_id, "account_id": account_id}
+
+
+def _number(value: Any) -> float | None:
+    """A finite clock reading from a note, or None."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def cdr_for_recovery(entry: Any, currency: str = "") -> CDR:
+    """The CDR of a call whose hold recovery settled (rating.md 3.6).
+
+    @param entry: the C{recovered} L{rating.stores.interface.LedgerEntry};
+        its C{note} is what L{recovery_note} wrote (plus C{answered_at}),
+        or C{""} when the call's owner wrote none.
+    @return: a CDR with the call's own id and start (so that a CDR its
+        node did write first is kept and this one is a duplicate), the
+        settled amount as its cost, the usage known to have happened
+        (answer to last checkpoint) as its billable time, disposition
+        C{answered} or C{failed}, and C{breakdown.disconnect = "recovered"},
+        C{breakdown.partial = true}.
+    """
+    problems: list[str] = []
+    try:
+        note = json.loads(entry.note) if entry.note else {}
+    except ValueError:
+        note, problems = {}, ["recovery note is not JSON"]
+    if not isinstance(note, Mapping):
+        note, problems = {}, ["recovery note is not an object"]
+    started_at = _number(note.get("started_at"))
+    if started_at is None:
+        started_at = entry.at
+        problems.append("call start unknown: the settlement time is used")
+    answered_at = _number(note.get("answered_at"))
+    ended_at = entry.checkpointed_at if answered_at is not None else None
+    if answered_at is not None and (ended_at is None or ended_at < answered_at):
+        ended_at = answered_at
+    breakdown: dict[str, Any] = {
+        "code": 200 if answered_at is not None else None, "reason": "",
+        "disconnect": "recovered", "partial": True,
+        "tenant": _text(note.get("tenant")),
+        "recovered": {"ledger_entry": entry.id, "settled_at": _iso(entry.at),
+                      "account": entry.account, "debited": format(entry.amount, "f"),
+                      "checkpoint_at": _iso(entry.checkpointed_at)},
+    }
+    if note.get("identity"):
+        breakdown["identity"] = _text(note.get("identity"))
+    if problems:
+        breakdown["problems"] = problems
+    return CDR(
+        call_id=_text(entry.reservation_id), started_at=started_at,
+        answered_at=answered_at, ended_at=ended_at if answered_at is not None else entry.at,
+        caller=_text(note.get("caller")), callee=_text(note.get("callee")),
+        customer_id=_ref(note.get("customer_id")), account_id=_ref(note.get("account_id")),
+        billsec=_billsec(answered_at, ended_at),
+        disposition="answered" if answered_at is not None else "failed",
+        cost=entry.final_cost, currency=_text(note.get("currency") or currency),
+        legs=[], breakdown=breakdown)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import json
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from decimal import Decimal
@@ -245,6 +246,11 @@ class ChargingSession:
         (C{None} when the call is not charged).
     @ivar commit: the store's L{Commit}, once committed.
     @ivar currency: the account's currency, for the CDR (set by the owner).
+    @ivar note: what a CDR of the call needs if its node dies (caller,
+        callee, start, row ids: set by the owner before L{authorize}); it
+        goes to the store with the hold, and again with C{answered_at} at
+        the answer, so that recovery (rating.md 3.6) can write the call's
+        CDR from the C{recovered} ledger entry.
 
     What the CDR writer reads (C{rating.cdr}): C{cost}, C{billsec},
     C{breakdown}, C{currency} and C{settled}.
@@ -284,6 +290,8 @@ class ChargingSession:
         self.breakdown: Breakdown | None = None
         self.commit: Commit | None = None
         self.currency = ""
+        self.note: dict[str, Any] | None = None
+        self._note_due = False
         self._armed: tuple[int, str] | None = None
         self._timer: IDelayedCall | None = None
         self._busy: Deferred[None] | None = None
@@ -462,7 +470,8 @@ class ChargingSession:
             self._reserved = True
             try:
                 hold = await self._op("reserve", lambda amount=amount: self.store.reserve(
-                    self.account, self.call_id, amount, now + self.policy.setup_ttl))
+                    self.account, self.call_id, amount, now + self.policy.setup_ttl,
+                    **self._note_argument()))
             except InsufficientFunds as short:
                 available = short.available  # another call took it meanwhile
                 continue
@@ -485,6 +494,7 @@ class ChargingSession:
         if self.state is not SessionState.AUTHORIZED or not self.live:
             return succeed(None)
         self.answered_at = answered_at
+        self._note_due = self.note is not None
         self.state = SessionState.RUNNING
         try:
             self.match = self.index.match(self.number, _instant(answered_at))
@@ -598,17 +608,29 @@ class ChargingSession:
             # the hold pays for nothing under the answer-time rate: cut, charge nothing
             self.forfeited = True
             self.limit_s = 0
-        if grow and elapsed > 0:
-            rated = cost(match, elapsed).cost
+        if (grow and elapsed > 0) or self._note_due:
+            # at the answer nothing has been talked yet: the note alone is news
+            rated = cost(match, elapsed).cost if grow and elapsed > 0 else _ZERO
+            note = self._note_argument()
             try:
                 await self._op("checkpoint", lambda: self.store.checkpoint(
-                    self.account, self.call_id, rated))
+                    self.account, self.call_id, rated, **note))
             except Exception:
                 self.log.failure("charging: checkpoint of {call_id} failed", Failure(),
                                  call_id=self.call_id)
+            else:
+                self._note_due = self._note_due and not note
         if self.live:
             self._arm()
             self._schedule()
+
+    def _note_argument(self) -> dict[str, str]:
+        """C{{"note": <the recovery note as JSON>}} when there is a note to
+        write (at the hold, and once with C{answered_at}), else C{{}}."""
+        if self.note is None or (self.answered_at is not None and not self._note_due):
+            return {}
+        note = dict(self.note, answered_at=self.answered_at)
+        return {"note": json.dumps(note, separators=(",", ":"), default=str)}
 
     def _affordable(self, money: Decimal) -> int:
         """The longest call C{money} pays for (0 when not even the minimum)."""

@@ -48,6 +48,7 @@ from rating.money import MoneyError, from_micros, to_micros
 
 __all__ = [
     "DEFAULT_DONE_TTL",
+    "MAX_NOTE",
     "RECOVERED_REFERENCE",
     "SETTLE_BATCH",
     "Balance",
@@ -64,7 +65,9 @@ __all__ = [
     "ReservationConflict",
     "UnknownReservation",
     "amount_micros",
+    "check_cursor",
     "check_key",
+    "check_note",
     "parse_entry_id",
     "refusals_as_failures",
     "time_ms",
@@ -81,6 +84,8 @@ _ENTRY_ID = re.compile(r"([0-9]{1,20})(?:-([0-9]{1,20}))?")
 #: At most this many expired holds of an account are settled by one
 #: operation (the earliest first); the recovery sweeper settles the rest.
 SETTLE_BATCH = 100
+#: The longest recovery note a hold may carry (characters).
+MAX_NOTE = 4096
 
 
 class BalanceError(Exception):
@@ -248,6 +253,12 @@ class LedgerEntry:
         top-up.
     @ivar balance: the balance right after.
     @ivar at: when (the store's clock, seconds).
+    @ivar note: for a C{recovered} entry, the hold's recovery note (what
+        the call's owner wrote with L{IBalanceStore.reserve} or
+        L{IBalanceStore.checkpoint}, C{""} when none); C{""} otherwise.
+    @ivar checkpointed_at: for a C{recovered} entry, when the checkpoint it
+        settled from was written (C{None} when there was none); C{None}
+        otherwise.
     """
 
     id: str
@@ -259,6 +270,8 @@ class LedgerEntry:
     final_cost: Decimal
     balance: Decimal
     at: float
+    note: str = ""
+    checkpointed_at: float | None = None
 
 
 def amount_micros(what: str, amount: Decimal | int, minimum: int = 0) -> int:
@@ -305,6 +318,23 @@ def refusals_as_failures(method: Callable[P, Deferred[T]]) -> Callable[P, Deferr
             return fail()
 
     return wrapper
+
+
+def check_note(note: str) -> str:
+    """C{note}, checked: text of at most L{MAX_NOTE} characters.
+
+    @raise InvalidRequest: otherwise.
+    """
+    if not isinstance(note, str):
+        raise InvalidRequest("note must be text")
+    if len(note) > MAX_NOTE:
+        raise InvalidRequest(f"note longer than {MAX_NOTE} characters")
+    return note
+
+
+def check_cursor(name: str) -> str:
+    """A ledger cursor's name, checked like a key."""
+    return check_key("cursor name", name)
 
 
 def parse_entry_id(entry_id: str) -> tuple[int, int]:
@@ -358,7 +388,7 @@ class IBalanceStore(Interface):
         and new holds are refused)."""
 
     def reserve(account: str, reservation_id: str, amount: Decimal,  # noqa: N805
-                expires_at: float) -> Deferred[Hold]:
+                expires_at: float, note: str = "") -> Deferred[Hold]:
         """Hold C{amount} (>= 0) for a new call, before its INVITE is
         forwarded.
 
@@ -368,7 +398,13 @@ class IBalanceStore(Interface):
         more fails with L{ReservationConflict}.  After a commit or
         settlement of the id: L{ReservationClosed}.  A released id may be
         reserved again.  C{expires_at} must be after the store's C{now}
-        (L{InvalidRequest})."""
+        (L{InvalidRequest}).
+
+        C{note} (text, at most L{MAX_NOTE} characters) is kept with a new
+        hold for recovery: if the hold is ever settled as abandoned, its
+        C{recovered} ledger entry carries the note (the call's owner writes
+        there what a CDR of the call needs).  It is dropped with the hold
+        by a commit or a release."""
 
     def extend(account: str, reservation_id: str, new_total: Decimal,  # noqa: N805
                expires_at: float) -> Deferred[Hold]:
@@ -380,11 +416,12 @@ class IBalanceStore(Interface):
         commit or settlement (e.g. the hold expired and was settled)."""
 
     def checkpoint(account: str, reservation_id: str,  # noqa: N805
-                   rated_so_far: Decimal) -> Deferred[Hold]:
+                   rated_so_far: Decimal, note: str | None = None) -> Deferred[Hold]:
         """Record what the call has cost so far, for recovery (rating.md
         3.6).  The recorded checkpoint never decreases and never exceeds the
         hold (a higher value is capped at the hold's amount); it is stamped
-        with the store's clock.  Fails like L{extend} without a hold."""
+        with the store's clock.  A C{note} replaces the hold's recovery
+        note (C{None} keeps it).  Fails like L{extend} without a hold."""
 
     def commit(account: str, reservation_id: str, final_cost: Decimal,  # noqa: N805
                reference: str) -> Deferred[Commit]:
@@ -424,3 +461,11 @@ class IBalanceStore(Interface):
     def ledger(after: str = "0-0", count: int = 100) -> Deferred[list[LedgerEntry]]:  # noqa: N805
         """Up to C{count} ledger entries after the entry id C{after}, oldest
         first (the CDR writer's outbox; reading does not remove them)."""
+
+    def ledger_cursor(name: str) -> Deferred[str]:  # noqa: N805
+        """Where the ledger reader C{name} got to (an entry id; C{"0-0"}
+        before it first moved)."""
+
+    def advance_ledger_cursor(name: str, entry_id: str) -> Deferred[str]:  # noqa: N805
+        """Move the reader C{name} to C{entry_id}, never backwards (a lower
+        id keeps the cursor); fires with the cursor after the move."""

@@ -40,7 +40,9 @@ from rating.stores.interface import (
     ReservationConflict,
     UnknownReservation,
     amount_micros,
+    check_cursor,
     check_key,
+    check_note,
     parse_entry_id,
     refusals_as_failures,
     time_ms,
@@ -57,6 +59,7 @@ class _Hold:
     expires_ms: int
     checkpoint: int = 0
     checkpoint_ms: int = 0
+    note: str = ""
 
 
 @dataclass(slots=True)
@@ -96,6 +99,7 @@ class MemoryBalanceStore:
         self._ledger: list[LedgerEntry] = []
         self._ledger_keys: list[tuple[int, int]] = []
         self._last_id = (0, 0)
+        self._cursors: dict[str, str] = {}
 
     # -- helpers -------------------------------------------------------------
 
@@ -132,14 +136,21 @@ class MemoryBalanceStore:
         return found[0] if found else None
 
     def _append(self, kind: str, account: str, rid: str, reference: str, amount: int,
-                final_cost: int, balance: int, now_ms: int) -> None:
-        """Append a ledger entry, with a stream-like id."""
+                final_cost: int, balance: int, now_ms: int,
+                settled: _Hold | None = None) -> None:
+        """Append a ledger entry, with a stream-like id (C{settled}: the
+        hold a C{recovered} entry settled, for its note and checkpoint)."""
         ms, seq = self._last_id
         self._last_id = (now_ms, 0) if now_ms > ms else (ms, seq + 1)
         entry_id = f"{self._last_id[0]}-{self._last_id[1]}"
+        note, checkpointed_at = "", None
+        if settled is not None:
+            note = settled.note
+            checkpointed_at = settled.checkpoint_ms / 1000 if settled.checkpoint_ms else None
         self._ledger.append(LedgerEntry(entry_id, kind, account, rid, reference,
                                         from_micros(amount), from_micros(final_cost),
-                                        from_micros(balance), now_ms / 1000))
+                                        from_micros(balance), now_ms / 1000, note,
+                                        checkpointed_at))
         self._ledger_keys.append(self._last_id)
         excess = len(self._ledger) - self._max_ledger
         if excess > self._max_ledger // 16:
@@ -161,7 +172,8 @@ class MemoryBalanceStore:
                         now_ms / 1000, from_micros(record.balance))
         self._done[(account, rid)] = (commit, now_ms + self._done_ttl_ms)
         self._append("recovered" if recovered else "commit", account, rid, reference,
-                     debited, final_cost, record.balance, now_ms)
+                     debited, final_cost, record.balance, now_ms,
+                     (hold or _Hold(0, 0)) if recovered else None)
         return commit
 
     def _settle_expired_holds(self, account: str, now_ms: int) -> _Account | None:
@@ -239,10 +251,11 @@ class MemoryBalanceStore:
 
     @refusals_as_failures
     def reserve(self, account: str, reservation_id: str, amount: Decimal,
-                expires_at: float) -> Deferred[Hold]:
+                expires_at: float, note: str = "") -> Deferred[Hold]:
         """See L{IBalanceStore.reserve}."""
         micros, expires_ms, now_ms = self._hold_args(account, reservation_id, amount,
                                                      "hold amount", expires_at)
+        check_note(note)
         self._settle_expired_holds(account, now_ms)
         commit = self._closed(account, reservation_id, now_ms)
         if commit is not None:
@@ -256,7 +269,7 @@ class MemoryBalanceStore:
         if micros > record.available:
             raise InsufficientFunds(account, from_micros(micros),
                                     from_micros(record.available))
-        hold = record.holds[reservation_id] = _Hold(micros, expires_ms)
+        hold = record.holds[reservation_id] = _Hold(micros, expires_ms, note=note)
         record.held += micros
         return succeed(self._hold(account, reservation_id, hold))
 
@@ -279,15 +292,19 @@ class MemoryBalanceStore:
 
     @refusals_as_failures
     def checkpoint(self, account: str, reservation_id: str,
-                   rated_so_far: Decimal) -> Deferred[Hold]:
+                   rated_so_far: Decimal, note: str | None = None) -> Deferred[Hold]:
         """See L{IBalanceStore.checkpoint}."""
         check_key("account", account)
         check_key("reservation id", reservation_id)
         micros = amount_micros("rated so far", rated_so_far)
+        if note is not None:
+            check_note(note)
         now_ms = self._now_ms()
         _, hold = self._open_hold(account, reservation_id, now_ms)
         hold.checkpoint = max(hold.checkpoint, min(micros, hold.amount))
         hold.checkpoint_ms = now_ms
+        if note is not None:
+            hold.note = note
         return succeed(self._hold(account, reservation_id, hold))
 
     @refusals_as_failures
@@ -344,3 +361,17 @@ class MemoryBalanceStore:
         """See L{IBalanceStore.ledger}."""
         start = bisect.bisect_right(self._ledger_keys, parse_entry_id(after))
         return succeed(self._ledger[start:start + max(0, count)])
+
+    @refusals_as_failures
+    def ledger_cursor(self, name: str) -> Deferred[str]:
+        """See L{IBalanceStore.ledger_cursor}."""
+        return succeed(self._cursors.get(check_cursor(name), "0-0"))
+
+    @refusals_as_failures
+    def advance_ledger_cursor(self, name: str, entry_id: str) -> Deferred[str]:
+        """See L{IBalanceStore.advance_ledger_cursor}."""
+        check_cursor(name)
+        current = self._cursors.get(name, "0-0")
+        if parse_entry_id(entry_id) > parse_entry_id(current):
+            current = self._cursors[name] = entry_id
+        return succeed(current)

@@ -74,7 +74,9 @@ from rating.stores.interface import (
     ReservationConflict,
     UnknownReservation,
     amount_micros,
+    check_cursor,
     check_key,
+    check_note,
     parse_entry_id,
     refusals_as_failures,
     time_ms,
@@ -101,7 +103,7 @@ local function fmt(n) return string.format("%d", n) end
 local function open(account, now)
   local tag = "{" .. account .. "}"
   local s = {account = account, now = now, acct = P .. "acct:" .. tag,
-             holds = P .. "hold:" .. tag, exp = P .. "exp:" .. tag,
+             holds = P .. "hold:" .. tag, exp = P .. "exp:" .. tag, notes = P .. "note:" .. tag,
              done = P .. "done:" .. tag .. ":", topup = P .. "topup:" .. tag, dirty = false}
   local a = redis.call("HMGET", s.acct, "balance", "credit_limit", "held")
   s.balance, s.credit, s.held = tonumber(a[1]) or 0, tonumber(a[2]) or 0, tonumber(a[3]) or 0
@@ -135,6 +137,7 @@ local function index_hold(s, rid, expires)
 end
 local function drop_hold(s, rid)
   redis.call("HDEL", s.holds, rid)
+  redis.call("HDEL", s.notes, rid)
   redis.call("ZREM", s.exp, rid)
   redis.call("ZREM", index, s.account .. "\n" .. rid)
 end
@@ -148,7 +151,15 @@ end
 local function insufficient(s, requested)
   return {s = "insufficient", requested = fmt(requested), available = fmt(available(s))}
 end
-local function append(s, kind, rid, reference, amount, final)
+local function append(s, kind, rid, reference, amount, final, settled)
+  if settled then
+    -- a settled hold: its recovery note and checkpoint time go with it
+    redis.call("XADD", ledger, "*", "kind", kind, "account", s.account, "reservation_id", rid,
+               "reference", reference, "amount", fmt(amount), "final_cost", fmt(final),
+               "balance", fmt(s.balance), "at", fmt(s.now),
+               "note", settled.note, "cp_at", fmt(settled.cp_ms))
+    return
+  end
   redis.call("XADD", ledger, "*", "kind", kind, "account", s.account, "reservation_id", rid,
              "reference", reference, "amount", fmt(amount), "final_cost", fmt(final),
              "balance", fmt(s.balance), "at", fmt(s.now))
@@ -156,7 +167,10 @@ end
 -- close a reservation: debit min(final, hold + available), drop the hold,
 -- remember the result for done_ttl, append to the ledger; the commit JSON
 local function close(s, rid, h, final, reference, recovered)
-  local amount = 0
+  local amount, settled = 0, nil
+  if recovered then
+    settled = {note = redis.call("HGET", s.notes, rid) or "", cp_ms = h and h.cp_ms or 0}
+  end
   if h then
     amount = h.amount
     drop_hold(s, rid)
@@ -169,7 +183,7 @@ local function close(s, rid, h, final, reference, recovered)
     debited = fmt(debited), held = fmt(amount), recovered = recovered and "1" or "0",
     at = fmt(s.now), balance = fmt(s.balance)})
   redis.call("SET", s.done .. rid, commit, "EX", done_ttl)
-  append(s, recovered and "recovered" or "commit", rid, reference, debited, final)
+  append(s, recovered and "recovered" or "commit", rid, reference, debited, final, settled)
   return commit
 end
 -- rating.md 3.6: expired holds are abandoned; settle them from the checkpoint
@@ -207,7 +221,7 @@ function ops.set_credit_limit(s, limit)
   s.dirty = true
   return balance_reply(s)
 end
-function ops.reserve(s, rid, amount, expires)
+function ops.reserve(s, rid, amount, expires, note)
   amount = tonumber(amount)
   local refused = closed(s, rid)
   if refused then return refused end
@@ -219,6 +233,7 @@ function ops.reserve(s, rid, amount, expires)
   if amount > available(s) then return insufficient(s, amount) end
   h = {amount = amount, expires = tonumber(expires), cp = 0, cp_ms = 0}
   put_hold(s, rid, h)
+  if note and note ~= "" then redis.call("HSET", s.notes, rid, note) end
   index_hold(s, rid, expires)
   s.held = s.held + amount
   s.dirty = true
@@ -244,7 +259,7 @@ function ops.extend(s, rid, total, expires)
   put_hold(s, rid, h)
   return hold_reply("hold", h)
 end
-function ops.checkpoint(s, rid, rated)
+function ops.checkpoint(s, rid, rated, note)
   local refused = closed(s, rid)
   if refused then return refused end
   local h = get_hold(s, rid)
@@ -252,6 +267,11 @@ function ops.checkpoint(s, rid, rated)
   h.cp = math.max(h.cp, math.min(tonumber(rated), h.amount))
   h.cp_ms = s.now
   put_hold(s, rid, h)
+  if note == "" then
+    redis.call("HDEL", s.notes, rid)
+  elseif note then
+    redis.call("HSET", s.notes, rid, note)
+  end
   return hold_reply("hold", h)
 end
 function ops.commit(s, rid, final, reference)
@@ -326,7 +346,25 @@ def _sha(script: str) -> str:
     return hashlib.sha1(script.encode()).hexdigest()
 
 
-_SOURCES = {"balance": BALANCE_SCRIPT, "expired": EXPIRED_SCRIPT, "ledger": LEDGER_SCRIPT}
+#: L{IBalanceStore.advance_ledger_cursor}.  KEYS[1] the cursor's key; ARGV[1]
+#: the entry id to move to.  The cursor after the move.
+CURSOR_SCRIPT = r"""
+local function parse(id)
+  local ms, seq = string.match(id, "^(%d+)-?(%d*)$")
+  return tonumber(ms), tonumber(seq) or 0
+end
+local current = redis.call("GET", KEYS[1]) or "0-0"
+local ams, aseq = parse(ARGV[1])
+local bms, bseq = parse(current)
+if ams > bms or (ams == bms and aseq > bseq) then
+  redis.call("SET", KEYS[1], ARGV[1])
+  return ARGV[1]
+end
+return current
+"""
+
+_SOURCES = {"balance": BALANCE_SCRIPT, "expired": EXPIRED_SCRIPT, "ledger": LEDGER_SCRIPT,
+            "cursor": CURSOR_SCRIPT}
 _SHAS = {name: _sha(source) for name, source in _SOURCES.items()}
 
 
@@ -394,7 +432,8 @@ class RedisBalanceStore:
         tag = "{" + account + "}"
         p = self.prefix
         return {"acct": f"{p}acct:{tag}", "hold": f"{p}hold:{tag}", "exp": f"{p}exp:{tag}",
-                "topup": f"{p}topup:{tag}", "holds": self._index, "ledger": self._ledger}
+                "note": f"{p}note:{tag}", "topup": f"{p}topup:{tag}", "holds": self._index,
+                "ledger": self._ledger}
 
     def done_key(self, account: str, reservation_id: str) -> str:
         """The key remembering how C{reservation_id} was closed."""
@@ -532,10 +571,12 @@ class RedisBalanceStore:
 
     @refusals_as_failures
     def reserve(self, account: str, reservation_id: str, amount: Decimal,
-                expires_at: float) -> Deferred[Hold]:
+                expires_at: float, note: str = "") -> Deferred[Hold]:
         """See L{IBalanceStore.reserve}."""
         args, now_ms = self._hold_args(account, reservation_id, amount, "hold amount",
                                        expires_at)
+        if check_note(note):
+            args.append(note)
         return self._holding("reserve", account, reservation_id, args, now_ms)
 
     @refusals_as_failures
@@ -548,12 +589,14 @@ class RedisBalanceStore:
 
     @refusals_as_failures
     def checkpoint(self, account: str, reservation_id: str,
-                   rated_so_far: Decimal) -> Deferred[Hold]:
+                   rated_so_far: Decimal, note: str | None = None) -> Deferred[Hold]:
         """See L{IBalanceStore.checkpoint}."""
         check_key("account", account)
         micros = amount_micros("rated so far", rated_so_far)
-        return self._holding("checkpoint", account, reservation_id,
-                             [check_key("reservation id", reservation_id), str(micros)])
+        args = [check_key("reservation id", reservation_id), str(micros)]
+        if note is not None:
+            args.append(check_note(note))
+        return self._holding("checkpoint", account, reservation_id, args)
 
     @refusals_as_failures
     def commit(self, account: str, reservation_id: str, final_cost: Decimal,
@@ -614,10 +657,36 @@ class RedisBalanceStore:
             out = []
             for values in json.loads(reply):
                 f = dict(zip(values[1::2], values[2::2], strict=True))
+                cp_ms = int(f.get("cp_at") or 0)
                 out.append(LedgerEntry(values[0], f["kind"], f["account"], f["reservation_id"],
                                        f["reference"], from_micros(int(f["amount"])),
                                        from_micros(int(f["final_cost"])),
-                                       from_micros(int(f["balance"])), int(f["at"]) / 1000))
+                                       from_micros(int(f["balance"])), int(f["at"]) / 1000,
+                                       f.get("note", ""), cp_ms / 1000 if cp_ms else None))
             return out
 
         return d.addCallback(entries)
+
+    def _cursor_key(self, name: str) -> str:
+        return f"{self.prefix}cursor:{check_cursor(name)}"
+
+    @refusals_as_failures
+    def ledger_cursor(self, name: str) -> Deferred[str]:
+        """See L{IBalanceStore.ledger_cursor}."""
+        d = self._redis.execute_command("GET", self._cursor_key(name))
+        return d.addCallback(lambda value: _text(value) or "0-0")
+
+    @refusals_as_failures
+    def advance_ledger_cursor(self, name: str, entry_id: str) -> Deferred[str]:
+        """See L{IBalanceStore.advance_ledger_cursor}: one script, so that two
+        readers moving it at once never move it back."""
+        parse_entry_id(entry_id)
+        d = self._evalsha("cursor", [self._cursor_key(name)], [entry_id])
+        return d.addCallback(_text)
+
+
+def _text(value: Any) -> str:
+    """A Redis reply as text (C{""} for nil)."""
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -52,67 +52,42 @@ Everything talks to 127.0.0.1 only and is bounded: the test takes about
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-import os
 import socket
-import sys
-import tomllib
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from twisted.internet import reactor, task
-from twisted.internet.defer import Deferred
-from twisted.logger import Logger
-from twisted.trial import unittest
 
-from b2bua.core.location_redis import redis_connection_args
-from b2bua.db.changes import ChangeFeed
-from b2bua.db.database import Database
-from b2bua.db.dialect import parse_timestamp
-from b2bua.db.interfaces import Scope
-from b2bua.db.repository import Repository
-from b2bua.demo import DEMO_CURRENCY, seed_database
 from rating.cost import billable_duration, cost
 from rating.lookup import TariffIndex
 from rating.stores.interface import LedgerEntry
 from rating.stores.redis import RedisBalanceStore
 from rating.tariff import load_tariff
+from tests.trial.integration.prepaid_switch import (
+    ACCOUNT,
+    CALLEE,
+    CALLER,
+    PrepaidSwitchCase,
+    micros,
+    stored_json,
+    stored_timestamp,
+)
 from tests.trial.integration.sipp import (
     SippResult,
-    TwistdProcess,
     free_port,
-    require_program,
     run_sipp,
     run_sipp_uas,
     scenario,
     wait_for_port,
 )
 
-ROOT = Path(__file__).resolve().parents[3]
-REDIS_URL = os.environ.get("REDIS_URL")
-DATABASE_URL = os.environ.get("DATABASE_URL")
-IN_CI = os.environ.get("CI") == "true"
-
 #: The Redis database the switch keeps its balances in during the test.
 REDIS_DB = 15
-#: The key prefix of the service's balance store (its default).
-PREFIX = "b2bua:bal:"
 #: Held by a running test, so that two runs never share L{REDIS_DB}.
 LOCK_KEY = "b2bua-test:prepaid-sipp:lock"
-#: Seconds to wait for another run's lock before failing.
-LOCK_WAIT = 30.0
 
-#: The payer: the default account of the demo tenant.
-TENANT = "127.0.0.1"
-ACCOUNT = f"customer:{TENANT}"
-CALLEE = "1001"
-CALLER = "1000"
 #: How many calls (all may be up at once: C{-l}), placed at L{RATE} a
 #: second, and how long each caller talks: the calls overlap, so new calls
 #: take their first hold while earlier ones extend theirs.
@@ -128,8 +103,6 @@ TARIFF: dict[str, Any] = {
         {"start_s": 0, "price": "0.60", "unit_s": 60, "increment_s": 1}]}},
     "entries": [{"prefixes": [CALLEE], "rate": "R1"}],
 }
-#: Who provisions the tariff.
-ADMIN = Scope.admin("prepaid sipp test")
 #: Seconds of money each extension adds (the first hold covers as much).
 DEBIT_INTERVAL = 2
 
@@ -164,31 +137,6 @@ rates = {{ R1 = {{ connect_fee = "0.05", groups = [
     {{ start_s = 0, price = "0.60", unit_s = 60, increment_s = 1 }} ] }} }}
 entries = [ {{ prefixes = ["{callee}"], rate = "R1" }} ]
 """
-
-
-def redis_db_url(url: str, db: int) -> str:
-    """C{url} (a C{redis://} URL) with its database number replaced by C{db}."""
-    return urlunsplit(urlsplit(url)._replace(path=f"/{db}"))
-
-
-def micros(amount: Decimal) -> int:
-    """C{amount} in integer micro-units (exact: money has at most 6 places)."""
-    value = amount.scaleb(6)
-    if value != value.to_integral_value():
-        raise ValueError(f"{amount} has more than 6 decimal places")
-    return int(value)
-
-
-def _timestamp(value: Any) -> dt.datetime:
-    """A stored timestamp (PostgreSQL: a datetime; SQLite: ISO text), in UTC."""
-    if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC)
-    return parse_timestamp(str(value))
-
-
-def _json(value: Any) -> Any:
-    """A stored JSON column (PostgreSQL: decoded already; SQLite: text)."""
-    return json.loads(value) if isinstance(value, str | bytes) else value
 
 
 @dataclass
@@ -237,168 +185,14 @@ class AccountMonitor:
         self.most_held = max(self.most_held, held)
 
 
-class PrepaidWithSippTests(unittest.TestCase):
+class PrepaidWithSippTests(PrepaidSwitchCase):
     """Many concurrent prepaid calls on a small balance, through the switch."""
 
-    timeout = 120
-    log = Logger()
-
-    def setUp(self) -> None:
-        """Find sipp and Redis (skip without them, fail under CI)."""
-        self.sipp = require_program("sipp", "sip-tester")
-        if not REDIS_URL:
-            reason = ("set REDIS_URL (e.g. REDIS_URL=redis://127.0.0.1:6379/0) and start "
-                      "redis-server to run the prepaid sipp test")
-            if IN_CI:
-                self.fail(f"CI=true but REDIS_URL is unset: {reason}")
-            raise unittest.SkipTest(reason)
-        self.balances_url = redis_db_url(REDIS_URL, REDIS_DB)
-        self.folder = Path(self.mktemp()).resolve()
-        self.folder.mkdir(parents=True)
-
-    # -- Redis ----------------------------------------------------------------------
-
-    async def open_redis(self) -> None:
-        """Connect to L{REDIS_DB}, take the lock, check that the database
-        holds nothing else, and empty what a previous run left."""
-        import txredisapi
-
-        self.redis = await txredisapi.Connection(
-            reconnect=False, connectTimeout=5, replyTimeout=10,
-            **redis_connection_args(self.balances_url))
-        self.addCleanup(self.redis.disconnect)
-        self.token = f"run-{uuid.uuid4().hex}"  # never a number for txredisapi
-        waited = 0.0
-        while not await self.redis.set(LOCK_KEY, self.token, expire=self.timeout + 30,
-                                       only_if_not_exists=True):
-            if waited >= LOCK_WAIT:
-                self.fail(f"Redis database {REDIS_DB} is locked by another run of this test "
-                          f"({LOCK_KEY}); wait for it or delete the key")
-            await task.deferLater(reactor, 0.5, lambda: None)
-            waited += 0.5
-        self.addCleanup(self._unlock)
-        keys = await self._keys("*")
-        foreign = sorted(k for k in keys if not k.startswith(PREFIX) and k != LOCK_KEY)
-        if foreign:
-            self.fail(f"Redis database {REDIS_DB} ({self.balances_url}) holds keys that are "
-                      f"not this test's, such as {foreign[:3]}: it is not free for the test")
-        await self._delete_balances()
-        self.addCleanup(self._delete_balances)
-
-    async def _keys(self, pattern: str) -> list[str]:
-        """Every key of the database matching C{pattern} (by SCAN)."""
-        found: list[str] = []
-        cursor = 0
-        while True:
-            cursor, keys = await self.redis.scan(cursor, pattern, 1000)
-            found += [k.decode() if isinstance(k, bytes) else k for k in keys]
-            if int(cursor) == 0:
-                return found
-
-    async def _delete_balances(self) -> None:
-        """Delete the service's balance keys (and only those)."""
-        keys = await self._keys(PREFIX + "*")
-        for i in range(0, len(keys), 500):
-            await self.redis.delete(keys[i:i + 500])
-
-    async def _unlock(self) -> None:
-        """Give the lock back (if it is still ours)."""
-        if await self.redis.get(LOCK_KEY) == self.token:
-            await self.redis.delete(LOCK_KEY)
-
-    # -- the switch ------------------------------------------------------------------
-
-    def database_url(self) -> str:
-        """A fresh provisioning database: SQLite, or a PostgreSQL schema."""
-        if DATABASE_URL:
-            from tests.trial.db.support import database_url
-
-            return database_url(self, "postgresql")
-        return f"sqlite:///{self.folder / 'var' / 'b2bua.db'}"
-
-    async def provision(self) -> None:
-        """Seed the demo tenant and give it L{TARIFF}: a tariff row, a
-        product pricing with it, and the tenant's subscription to the
-        product (what the service's provisioned-tariff resolver reads)."""
-        self.database = self.database_url()
-        seeded = await seed_database(self.database, reactor, admin_key=False)
-        database = Database(self.database, reactor)
-        try:
-            def repository(name: str) -> Repository:
-                return Repository(name, database, ChangeFeed(), "")
-
-            tariff = await repository("tariffs").create(
-                {"name": "prepaid sipp test", "currency": DEMO_CURRENCY, "document": TARIFF},
-                ADMIN)
-            product = await repository("products").create(
-                {"name": "prepaid sipp test", "currency": DEMO_CURRENCY,
-                 "tariff_id": tariff["id"]}, ADMIN)
-            await repository("subscriptions").create(
-                {"customer_id": seeded.customer_id, "product_id": product["id"],
-                 "starts_on": "2020-01-01"}, ADMIN)
-        finally:
-            await database.close()
-
-    async def start_switch(self) -> None:
-        """Provision, write the configuration, start twistd."""
-        await self.provision()
-        self.port = free_port("both")
-        config = self.folder / "b2bua.toml"
-        text = CONFIG.format(port=self.port, oam=free_port("tcp"), database=self.database,
-                             balances=self.balances_url, interval=DEBIT_INTERVAL,
-                             tenant=TENANT, callee=CALLEE)
-        inline = tomllib.loads(text)["plugins"]["charging"]["tariffs"][TENANT]
-        self.assertEqual(inline, TARIFF, "the inline tariff is not TARIFF")
-        config.write_text(text)
-        self.twistd = TwistdProcess()
-        argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-                "-n", "--pidfile=", "--logfile=-", "b2bua", "--config", str(config)]
-        self.process = reactor.spawnProcess(self.twistd, sys.executable, argv,
-                                            env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                                            path=str(self.folder))
-        self.addCleanup(self._kill_switch)
-        try:
-            # the SIP port is bound only once the storage phase is over
-            await wait_for_port(reactor, self.port, "udp", timeout=20.0)
-        except Exception as error:
-            self.fail(f"the switch did not start: {error}\n{self.output[-3000:]}")
-
-    @property
-    def output(self) -> str:
-        """What twistd printed so far."""
-        return self.twistd.output.decode(errors="replace")
-
-    async def stop_switch(self) -> None:
-        """SIGTERM: the switch drains, commits and flushes its CDRs, then exits."""
-        if not self.twistd.ended.called:
-            self.process.signalProcess("TERM")
-        ended = self.twistd.ended
-        ended.addTimeout(30, reactor)
-        try:
-            await ended
-        except Exception:
-            self.fail(f"the switch did not stop within 30 s\n{self.output[-3000:]}")
-        self.assertNotIn("Traceback", self.output, self.output[-3000:])
-
-    def _kill_switch(self) -> Deferred[None] | None:
-        """Cleanup: make sure the child is gone."""
-        if self.twistd.ended.called:
-            return None
-        try:
-            self.process.signalProcess("KILL")
-        except Exception:
-            return None
-        return self.twistd.ended
-
-    # -- sipp ------------------------------------------------------------------------
-
-    async def register_callee(self, uas_port: int) -> None:
-        """Register the callee's contact as extension L{CALLEE}."""
-        result = await run_sipp(reactor, scenario("register_contact.xml"),
-                                f"127.0.0.1:{self.port}", "u1",
-                                ["-s", CALLEE, "-au", CALLEE, "-ap", "1234"],
-                                timeout=20, local_port=uas_port, sipp=self.sipp)
-        self.assertTrue(result.ok, result.describe())
+    redis_db = REDIS_DB
+    lock_key = LOCK_KEY
+    config_template = CONFIG
+    config_values = {"interval": DEBIT_INTERVAL}
+    tariff = TARIFF
 
     async def place_calls(self) -> tuple[SippResult, SippResult]:
         """Run the callee, then the caller's L{CALLS} concurrent calls; stop
@@ -420,18 +214,6 @@ class PrepaidWithSippTests(unittest.TestCase):
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as remote:
                 remote.sendto(b"q", ("127.0.0.1", control))
         return caller, await callee
-
-    # -- the database ----------------------------------------------------------------
-
-    async def read_cdrs(self) -> list[dict[str, Any]]:
-        """Every row of C{cdrs}."""
-        database = Database(self.database, reactor)
-        try:
-            return await database.run(lambda c: c.execute(
-                "SELECT call_id, answered_at, ended_at, billsec, disposition, cost, "
-                "currency, breakdown FROM cdrs"))
-        finally:
-            await database.close()
 
     # -- the test --------------------------------------------------------------------
 
@@ -473,11 +255,11 @@ class PrepaidWithSippTests(unittest.TestCase):
         costs: dict[str, Decimal] = {}
         cut = 0
         for row in answered:
-            breakdown = _json(row["breakdown"])
+            breakdown = stored_json(row["breakdown"])
             where = f"CDR {row['call_id']}: {row}"
             billsec = row["billsec"]
-            answered_at = _timestamp(row["answered_at"])
-            talked = billable_duration(answered_at, _timestamp(row["ended_at"]))
+            answered_at = stored_timestamp(row["answered_at"])
+            talked = billable_duration(answered_at, stored_timestamp(row["ended_at"]))
             self.assertGreaterEqual(billsec, 1, where)
             if breakdown["disconnect"] == "limit":
                 cut += 1  # billed up to the cut, not the BYE exchange after it
@@ -493,7 +275,7 @@ class PrepaidWithSippTests(unittest.TestCase):
             self.assertEqual(row["currency"], "USD", where)
             costs[row["call_id"]] = charged
         for row in refused:
-            breakdown = _json(row["breakdown"])
+            breakdown = stored_json(row["breakdown"])
             self.assertEqual((row["disposition"], breakdown["code"], breakdown["disconnect"],
                               Decimal(row["cost"]), row["billsec"]),
                              ("rejected", 402, "rejected:charging", Decimal(0), 0),

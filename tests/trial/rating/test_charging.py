@@ -8,6 +8,7 @@ easy to follow.  Every test ends with no delayed call left on the clock.
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -272,6 +273,36 @@ class RunningCallTests(SessionTestCase):
                                 (175, Decimal("2.4"), Decimal("1.8"))])
         self.assertEqual(len(self.limits), armed)  # the cut did not move
         self.clock.advance(10)
+        self.successResultOf(session.end())
+
+    def test_recovery_note(self) -> None:
+        """The owner's recovery note goes with the hold at the INVITE, and
+        once more with C{answered_at} at the answer; later checkpoints keep
+        it.  A node that dies then leaves what its call's CDR needs."""
+        self.fund("10")
+        session = self.session(policy=ChargingPolicy(setup_ttl=30))
+        session.note = {"caller": "sip:1000@example.com", "started_at": START - 3}
+        self.assertTrue(self.successResultOf(session.authorize()).allowed)
+        self.clock.advance(2)
+        self.successResultOf(session.answered(START + 2))
+        self.clock.advance(60)  # past the first extension
+        self.successResultOf(self.store.settle_expired(ACCOUNT, "call-1", START + 10_000))
+        (entry,) = [e for e in self.successResultOf(self.store.ledger())
+                    if e.kind == "recovered"]
+        self.assertEqual(json.loads(entry.note), {"caller": "sip:1000@example.com",
+                                                  "started_at": START - 3,
+                                                  "answered_at": START + 2})
+        self.assertEqual(entry.final_cost, Decimal("0.6"))  # the checkpoint at 55 s
+        self.successResultOf(session.end())
+
+    def test_no_note_without_owner(self) -> None:
+        """Without a note, none is written (and nothing else changes)."""
+        session = self.answered("10")
+        self.clock.advance(60)
+        self.successResultOf(self.store.settle_expired(ACCOUNT, "call-1", START + 10_000))
+        (entry,) = [e for e in self.successResultOf(self.store.ledger())
+                    if e.kind == "recovered"]
+        self.assertEqual(entry.note, "")
         self.successResultOf(session.end())
 
     def test_hold_expiry_outlives_the_horizon(self) -> None:

@@ -26,6 +26,7 @@ from b2bua.core.location_redis import redis_connection_args
 from rating.money import MAX_MICROS, from_micros
 from rating.stores import redis as redis_store
 from rating.stores.interface import (
+    MAX_NOTE,
     Commit,
     ExpiredHold,
     Hold,
@@ -514,6 +515,68 @@ class BalanceStoreContract:
         yield self.assertFailure(self.store.extend(A, CALL, Decimal(9), T0 + 200), ReservationClosed)
         kinds = [e.kind for e in (yield self.store.ledger())]
         self.assertEqual(kinds, ["top_up", "recovered"])
+
+    @inlineCallbacks
+    def test_recovered_entry_carries_note(self) -> Any:
+        """A settled hold's C{recovered} ledger entry carries its recovery
+        note (the last one written) and its checkpoint time; commits and
+        releases drop the note with the hold."""
+        yield self.funded("10")
+        yield self.store.reserve(A, CALL, Decimal(2), T0 + 60, note='{"at": "invite"}')
+        self.clock.advance(10)
+        yield self.store.checkpoint(A, CALL, Decimal("0.3"))
+        self.clock.advance(10)
+        yield self.store.checkpoint(A, CALL, Decimal("0.6"), note='{"at": "answer", "é": 1}')
+        yield self.store.reserve(A, "kept", Decimal(1), T0 + 60, note="one")
+        yield self.store.checkpoint(A, "kept", Decimal(0))
+        yield self.store.reserve(A, "done", Decimal(1), T0 + 60, note="two")
+        yield self.store.commit(A, "done", Decimal("0.1"), "cdr")
+        yield self.store.reserve(A, "dropped", Decimal(1), T0 + 60, note="three")
+        yield self.store.release(A, "dropped")
+        yield self.store.reserve(A, "dropped", Decimal(1), T0 + 60)
+        yield self.store.reserve(A, "none", Decimal(1), T0 + 60)
+        self.clock.advance(41)
+        for rid in (CALL, "kept", "dropped", "none"):
+            yield self.store.settle_expired(A, rid)
+        recovered = {e.reservation_id: e for e in (yield self.store.ledger())
+                     if e.kind == "recovered"}
+        self.assertEqual(recovered[CALL].note, '{"at": "answer", "é": 1}')
+        self.assertEqual(recovered[CALL].checkpointed_at, T0 + 20)
+        self.assertEqual((recovered[CALL].amount, recovered[CALL].final_cost),
+                         (Decimal("0.6"), Decimal("0.6")))
+        self.assertEqual((recovered["kept"].note, recovered["kept"].checkpointed_at),
+                         ("one", T0 + 20))
+        self.assertEqual((recovered["dropped"].note, recovered["dropped"].checkpointed_at),
+                         ("", None))
+        self.assertEqual(recovered["none"].note, "")
+        commits = [e for e in (yield self.store.ledger()) if e.kind != "recovered"]
+        self.assertEqual({(e.note, e.checkpointed_at) for e in commits}, {("", None)})
+
+    @inlineCallbacks
+    def test_note_checked(self) -> Any:
+        """A note is text of at most MAX_NOTE characters."""
+        yield self.funded("10")
+        yield self.assertFailure(
+            self.store.reserve(A, CALL, Decimal(1), T0 + 60, note="x" * (MAX_NOTE + 1)),
+            InvalidRequest)
+        yield self.store.reserve(A, CALL, Decimal(1), T0 + 60, note="x" * MAX_NOTE)
+        yield self.assertFailure(self.store.checkpoint(A, CALL, Decimal(0), note=7),
+                                 InvalidRequest)
+
+    @inlineCallbacks
+    def test_ledger_cursor(self) -> Any:
+        """A ledger cursor starts at 0-0, moves forward only, and is kept per
+        name."""
+        self.assertEqual((yield self.store.ledger_cursor("cdrs")), "0-0")
+        self.assertEqual((yield self.store.advance_ledger_cursor("cdrs", "1000-2")), "1000-2")
+        self.assertEqual((yield self.store.advance_ledger_cursor("cdrs", "1000-1")), "1000-2")
+        self.assertEqual((yield self.store.advance_ledger_cursor("cdrs", "999")), "1000-2")
+        self.assertEqual((yield self.store.advance_ledger_cursor("cdrs", "1001-0")), "1001-0")
+        self.assertEqual((yield self.store.ledger_cursor("cdrs")), "1001-0")
+        self.assertEqual((yield self.store.ledger_cursor("other")), "0-0")
+        yield self.assertFailure(self.store.advance_ledger_cursor("cdrs", "later"),
+                                 InvalidRequest)
+        yield self.assertFailure(self.store.ledger_cursor(""), InvalidRequest)
 
     # -- postpaid --------------------------------------------------------------
 
