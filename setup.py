@@ -26,6 +26,7 @@ setup(
         "txredisapi>=1.4.10",
         "treq>=23.11",
         "psycopg[binary]>=3.1",
+        "phonenumbers>=8.13",
     ],
     extras_require={
         "test": [

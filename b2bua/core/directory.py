@@ -1,7 +1,8 @@
 """The subscriber directory the core reads: tenants (SIP domains) and their
 extensions with digest HA1 values, plus the rest of provisioning that call
-processing needs (DIDs, vendors, connections, routing plans, tariffs, and
-the subscriptions and products that give a customer its tariff).
+processing needs (DIDs, vendors, connections, routing plans, tariffs, the
+subscriptions and products that give a customer its tariff, customer
+trunks and ported numbers).
 
 This is the in-memory view that call processing reads per message (no SQL
 on that path).  A L{Directory} is built either by hand (L{add_tenant},
@@ -11,6 +12,11 @@ L{b2bua.core.snapshot}); one built from rows is frozen: it is never changed
 after it is published, a change in the database builds a new one.
 
 Passwords are never kept: only HA1 values per digest algorithm.
+
+Trunks and vendor connections are also found by the source address of a
+request (L{Directory.trunk_by_source}, L{Directory.connection_by_source}):
+their networks are put in a L{NetworkTable} once, when the directory is
+built, and the most specific network holding the address wins.
 """
 
 from __future__ import annotations
@@ -21,10 +27,11 @@ from datetime import date
 from types import MappingProxyType
 from typing import Any, Protocol
 
+from b2bua.core.networks import NetworkTable, host_address
 from b2bua.sip.auth import compute_ha1
 
 __all__ = ["DEMO_DOMAIN", "DEMO_PASSWORD", "Directory", "DirectoryFrozen", "DirectoryView",
-           "Extension", "Row", "Tenant", "demo_directory"]
+           "Extension", "PortedNumber", "Row", "Tenant", "demo_directory"]
 
 DEMO_DOMAIN = "127.0.0.1"
 DEMO_PASSWORD = "1234"
@@ -35,6 +42,10 @@ Row = Mapping[str, Any]
 
 #: The digest algorithms whose HA1 values provisioning stores, by column.
 _HA1_COLUMNS = (("MD5", "ha1_md5"), ("SHA-256", "ha1_sha256"))
+#: The trunk authentication modes found by source address, and by account.
+_BY_SOURCE = frozenset({"ip", "both"})
+_BY_ACCOUNT = frozenset({"digest", "both"})
+_EMPTY: Row = MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -44,6 +55,9 @@ class Tenant:
     @ivar id: the customer's row id (C{None} when not from the database).
     @ivar currency: ISO 4217 code of its balance and tariffs.
     @ivar billing_timezone: IANA zone of its tariffs and invoices.
+    @ivar routing_plan_id: the routing plan of its outgoing calls, if any.
+    @ivar dial_plan: its dial plan document (a read-only mapping; the JSON
+        values inside are plain: do not change them).
     """
 
     domain: str
@@ -51,6 +65,9 @@ class Tenant:
     id: int | None = None
     currency: str = ""
     billing_timezone: str = "UTC"
+    routing_plan_id: int | None = None
+    dial_plan: Mapping[str, Any] = field(default_factory=lambda: _EMPTY, hash=False,
+                                         compare=False)
 
 
 @dataclass(frozen=True)
@@ -72,6 +89,21 @@ class Extension:
     def aor(self) -> str:
         """The address-of-record, C{user@domain}."""
         return f"{self.number}@{self.tenant.domain}"
+
+
+@dataclass(frozen=True, slots=True)
+class PortedNumber:
+    """A number ported to another network (an LNP entry).
+
+    @ivar number: the number as provisioned.
+    @ivar routing_prefix: the routing number of the network now serving it
+        (prefixed to the number, or sent as C{rn}, by whoever routes it).
+    @ivar carrier: the name of that network (may be empty).
+    """
+
+    number: str
+    routing_prefix: str
+    carrier: str = ""
 
 
 class DirectoryView(Protocol):
@@ -103,7 +135,8 @@ def _freeze(row: Mapping[str, Any]) -> Row:
 class Directory:
     """Tenants by domain and extensions by (domain, number) and by (realm,
     username); DIDs by number; vendors, connections, routing plans and
-    tariffs by id."""
+    tariffs by id; trunks by id, customer, account and source address;
+    connections by source address; ported numbers by number."""
 
     def __init__(self) -> None:
         self._tenants: dict[str, Tenant] = {}
@@ -118,6 +151,13 @@ class Directory:
         self._products: dict[int, Row] = {}
         #: Active subscriptions by customer id, most recent C{starts_on} first.
         self._subscriptions: dict[int, list[Row]] = {}
+        self._customers: dict[int, Row] = {}
+        self._trunks: dict[int, Row] = {}
+        self._trunks_by_customer: dict[int, list[Row]] = {}
+        self._trunks_by_account: dict[int, Row] = {}
+        self._trunk_sources: NetworkTable[Row] = NetworkTable()
+        self._connection_sources: NetworkTable[Row] = NetworkTable()
+        self._ported: dict[str, PortedNumber] = {}
         self._frozen = False
 
     # -- building ----------------------------------------------------------------------
@@ -131,13 +171,19 @@ class Directory:
         become extensions with their stored HA1 values (accounts of a
         customer not in C{rows} are left out), the other collections are
         kept as read-only rows (subscriptions by customer, most recent
-        C{starts_on} first).  Missing collections are empty.
+        C{starts_on} first).  Trunks of a customer not in C{rows} are left
+        out; trunks and connections are indexed by their source networks
+        (L{_index_sources}).  Missing collections are empty.
         """
         directory = cls()
         for row in rows.get("customers", ()):
-            directory.add_tenant(Tenant(row["sip_domain"], row.get("name") or "", row["id"],
-                                        row.get("currency") or "",
-                                        row.get("billing_timezone") or "UTC"))
+            dial_plan = row.get("dial_plan")
+            directory.add_tenant(Tenant(
+                row["sip_domain"], row.get("name") or "", row["id"], row.get("currency") or "",
+                row.get("billing_timezone") or "UTC", row.get("routing_plan_id"),
+                MappingProxyType(dict(dial_plan)) if isinstance(dial_plan, Mapping)
+                else _EMPTY))
+            directory._customers[row["id"]] = _freeze(row)
         for row in rows.get("accounts", ()):
             tenant = directory._tenants_by_id.get(row["customer_id"])
             if tenant is None:
@@ -159,8 +205,42 @@ class Directory:
             directory._subscriptions.setdefault(row["customer_id"], []).append(_freeze(row))
         for subscriptions in directory._subscriptions.values():
             subscriptions.sort(key=lambda r: (r["starts_on"], r["id"]), reverse=True)
+        for row in rows.get("trunks", ()):
+            if row["customer_id"] not in directory._tenants_by_id:
+                continue
+            trunk = directory._trunks[row["id"]] = _freeze(row)
+            directory._trunks_by_customer.setdefault(row["customer_id"], []).append(trunk)
+            if row.get("auth_mode") in _BY_ACCOUNT and row.get("account_id") is not None:
+                directory._trunks_by_account.setdefault(row["account_id"], trunk)
+        for trunks in directory._trunks_by_customer.values():
+            trunks.sort(key=lambda r: r["id"])
+        for row in rows.get("lnp_entries", ()):
+            ported = PortedNumber(row["number"], row["routing_prefix"], row.get("carrier") or "")
+            directory._ported.setdefault(row["number"].removeprefix("+"), ported)
+        directory._index_sources()
         directory._frozen = True
         return directory
+
+    def _index_sources(self) -> None:
+        """Build the source-address tables, once.
+
+        Trunks that authenticate by address (C{ip}, C{both}) are found by
+        their C{allowed_sources}; connections by their C{inbound_sources},
+        or, when they list none, by the host of their C{address} if it is
+        an IP address.  Lower ids come first, so when two rows list the
+        same network the lower id keeps it (L{NetworkTable.duplicates}).
+        """
+        self._trunk_sources = NetworkTable(
+            (network, trunk) for trunk in self.trunks() if trunk.get("auth_mode") in _BY_SOURCE
+            for network in trunk.get("allowed_sources") or ())
+        pairs: list[tuple[str, Row]] = []
+        for connection in self.connections():
+            sources = list(connection.get("inbound_sources") or ())
+            if not sources:
+                host = host_address(connection.get("address") or "")
+                sources = [str(host)] if host is not None else []
+            pairs.extend((network, connection) for network in sources)
+        self._connection_sources = NetworkTable(pairs)
 
     def _check_open(self) -> None:
         if self._frozen:
@@ -260,6 +340,59 @@ class Directory:
         """The tariff C{tariff_id} (id, name, currency, document), if any."""
         return self._tariffs.get(tariff_id)
 
+    def tenant_row(self, customer_id: int) -> Row | None:
+        """The row of active customer C{customer_id} (with its C{dial_plan}
+        and C{routing_plan_id}), if it is in the directory."""
+        return self._customers.get(customer_id)
+
+    def trunk(self, trunk_id: int) -> Row | None:
+        """The active trunk C{trunk_id} of an active customer, if any."""
+        return self._trunks.get(trunk_id)
+
+    def trunks(self) -> list[Row]:
+        """Every active trunk of an active customer, by id."""
+        return [self._trunks[k] for k in sorted(self._trunks)]
+
+    def trunks_for_customer(self, customer_id: int) -> list[Row]:
+        """The active trunks of customer C{customer_id}, by id."""
+        return list(self._trunks_by_customer.get(customer_id, ()))
+
+    def trunk_by_source(self, address: str) -> Row | None:
+        """The trunk that authenticates by address (C{ip} or C{both}) whose
+        C{allowed_sources} hold C{address} most specifically, if any.
+
+        A C{both} trunk found here still needs its digest check.
+        """
+        return self._trunk_sources.lookup(address)
+
+    def trunk_by_account(self, account_id: int) -> Row | None:
+        """The trunk that authenticates by digest (C{digest} or C{both}) as
+        account C{account_id}, if any (the registration of that account is
+        the route back to the PBX)."""
+        return self._trunks_by_account.get(account_id)
+
+    def routing_plan_for_trunk(self, trunk_id: int) -> Row | None:
+        """The routing plan of trunk C{trunk_id}: its own, else its
+        customer's (C{None} when neither names one in the directory)."""
+        trunk = self._trunks.get(trunk_id)
+        if trunk is None:
+            return None
+        plan_id = trunk.get("routing_plan_id")
+        if plan_id is None:
+            customer = self._customers.get(trunk["customer_id"])
+            plan_id = None if customer is None else customer.get("routing_plan_id")
+        return None if plan_id is None else self._routing_plans.get(plan_id)
+
+    def connection_by_source(self, address: str) -> Row | None:
+        """The enabled connection whose inbound sources hold C{address} most
+        specifically (a vendor's call to one of our DIDs), if any."""
+        return self._connection_sources.lookup(address)
+
+    def lnp(self, number: str) -> PortedNumber | None:
+        """The ported-number entry of C{number} (with or without its
+        leading C{+}), if it was ported."""
+        return self._ported.get(number.removeprefix("+")) if number else None
+
     def tariff_for_tenant(self, domain: str, today: date) -> Row | None:
         """The tariff row that prices the calls of the tenant at C{domain} on
         C{today}, if any.
@@ -293,7 +426,10 @@ class Directory:
         return {"tenants": len(self._tenants), "extensions": len(self._extensions),
                 "dids": len(self._dids), "vendors": len(self._vendors),
                 "connections": len(self._connections),
-                "routing_plans": len(self._routing_plans), "tariffs": len(self._tariffs)}
+                "routing_plans": len(self._routing_plans), "tariffs": len(self._tariffs),
+                "trunks": len(self._trunks), "lnp_entries": len(self._ported),
+                "source_conflicts": len(self._trunk_sources.duplicates)
+                + len(self._connection_sources.duplicates)}
 
     def __len__(self) -> int:
         return len(self._extensions)

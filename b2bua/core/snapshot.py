@@ -35,7 +35,7 @@ from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from b2bua.core.directory import Directory, Extension, Row, Tenant
+from b2bua.core.directory import Directory, Extension, PortedNumber, Row, Tenant
 from b2bua.db.repository import load_directory_rows
 
 if TYPE_CHECKING:
@@ -184,8 +184,12 @@ class Snapshot:
         self._backoff = self.min_backoff
         counts = directory.counts()
         self.log.info("provisioning snapshot {version}: {tenants} tenants, {extensions} "
-                      "extensions, {dids} DIDs, {connections} connections",
+                      "extensions, {dids} DIDs, {connections} connections, {trunks} trunks",
                       version=self.version, **counts)
+        if counts["source_conflicts"]:
+            self.log.warn("provisioning snapshot {version}: {source_conflicts} source "
+                          "networks are listed by more than one trunk or connection (the "
+                          "lower id keeps each)", version=self.version, **counts)
         if self._starting is not None and not self._starting.called:
             self._starting.callback(None)
 
@@ -280,6 +284,42 @@ class Snapshot:
     def tariff_for_tenant(self, domain: str, today: date) -> Row | None:
         """The tariff pricing the calls of the tenant at C{domain} on C{today}."""
         return self._directory.tariff_for_tenant(domain, today)
+
+    def tenant_row(self, customer_id: int) -> Row | None:
+        """The row of active customer C{customer_id}, if any."""
+        return self._directory.tenant_row(customer_id)
+
+    def trunk(self, trunk_id: int) -> Row | None:
+        """The active trunk C{trunk_id}, if any."""
+        return self._directory.trunk(trunk_id)
+
+    def trunks(self) -> list[Row]:
+        """Every active trunk of an active customer."""
+        return self._directory.trunks()
+
+    def trunks_for_customer(self, customer_id: int) -> list[Row]:
+        """The active trunks of customer C{customer_id}."""
+        return self._directory.trunks_for_customer(customer_id)
+
+    def trunk_by_source(self, address: str) -> Row | None:
+        """The address-authenticated trunk holding C{address} most specifically."""
+        return self._directory.trunk_by_source(address)
+
+    def trunk_by_account(self, account_id: int) -> Row | None:
+        """The digest-authenticated trunk of account C{account_id}, if any."""
+        return self._directory.trunk_by_account(account_id)
+
+    def routing_plan_for_trunk(self, trunk_id: int) -> Row | None:
+        """The routing plan of trunk C{trunk_id} (its own, else its customer's)."""
+        return self._directory.routing_plan_for_trunk(trunk_id)
+
+    def connection_by_source(self, address: str) -> Row | None:
+        """The enabled connection whose inbound sources hold C{address}."""
+        return self._directory.connection_by_source(address)
+
+    def lnp(self, number: str) -> PortedNumber | None:
+        """The ported-number entry of C{number}, if it was ported."""
+        return self._directory.lnp(number)
 
     def counts(self) -> dict[str, int]:
         """How many of each thing the current directory holds."""

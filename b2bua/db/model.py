@@ -25,7 +25,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["ENTITIES", "Entity", "Field", "entity"]
+from b2bua.db.shapes import SHAPES
+
+__all__ = ["DID_TARGET_KINDS", "ENTITIES", "TRUNK_AUTH_MODES", "Entity", "Field", "entity"]
 
 #: Field types understood by the migrations, the repositories and the API.
 TYPES = frozenset({"id", "text", "int", "decimal", "bool", "json", "timestamp", "date",
@@ -50,6 +52,9 @@ class Field:
     @ivar minimum: lower bound for C{int} and C{decimal}.
     @ivar default: used on create when not given (a JSON-compatible value).
     @ivar filterable: may be used as a list filter (C{?name=value}).
+    @ivar shape: for C{json}: the name of a shape in L{b2bua.db.shapes.SHAPES}
+        (C{object}, C{networks}, C{codecs}, C{sip_codes}) the value must
+        have; C{None} takes any JSON value.
     """
 
     name: str
@@ -67,6 +72,7 @@ class Field:
     default: object = None
     filterable: bool = False
     description: str = ""
+    shape: str | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,17 @@ _E164 = r"^\+?[0-9]{2,20}$"
 _CURRENCY = Field("currency", "text", required=True, pattern=r"^[A-Z]{3}$", maximum_length=3,
                   filterable=True)
 _ROLES = ("admin", "reseller", "customer", "enduser")
+_TRANSPORT = Field("transport", "enum", choices=("udp", "tcp", "tls"), default="udp")
+
+#: What a DID may ring.  An C{enum} is stored as text without a C{CHECK}
+#: constraint, so a new kind (a feature that answers DIDs) is one more name
+#: here and needs no migration.  The target's meaning depends on the kind:
+#: an account id, a trunk id, a hunt group's id, ...
+DID_TARGET_KINDS: tuple[str, ...] = ("account", "trunk", "hunt_group", "queue", "ivr",
+                                     "voicemail")
+#: How a customer trunk is recognised: by its source address, by digest
+#: credentials (the PBX registers like a phone), or by both at once.
+TRUNK_AUTH_MODES: tuple[str, ...] = ("ip", "digest", "both")
 
 ENTITIES: tuple[Entity, ...] = (
     Entity("reseller", "resellers", "reseller", _common(
@@ -134,6 +151,12 @@ ENTITIES: tuple[Entity, ...] = (
         Field("payment_terms_days", "int", default=30, minimum=0),
         _STATUS,
         Field("fraud_profile", "json", default={}),
+        Field("dial_plan", "json", default={}, shape="object",
+              description="How the customer's callers dial (a JSON object read by the "
+                          "numbering plugin)."),
+        Field("routing_plan_id", "ref", ref="routing_plan",
+              description="The routing plan of its outgoing calls (a trunk may name "
+                          "its own)."),
     ), description="A tenant: a business with its own SIP domain."),
     Entity("account", "accounts", "account", _common(
         Field("customer_id", "ref", ref="customer", required=True, filterable=True),
@@ -154,8 +177,7 @@ ENTITIES: tuple[Entity, ...] = (
     Entity("did", "dids", "customer", _common(
         Field("number", "text", required=True, unique=True, pattern=_E164, filterable=True),
         Field("customer_id", "ref", ref="customer", filterable=True),
-        Field("target_kind", "enum", default="account",
-              choices=("account", "trunk", "hunt_group", "queue", "ivr", "voicemail"),
+        Field("target_kind", "enum", default="account", choices=DID_TARGET_KINDS,
               filterable=True),
         Field("target", "text", default="",
               description="What the DID rings: an account id, a trunk id, ..."),
@@ -194,14 +216,47 @@ ENTITIES: tuple[Entity, ...] = (
         Field("vendor_id", "ref", ref="vendor", required=True, filterable=True),
         Field("name", "text", required=True, unique_with=("vendor_id",)),
         Field("address", "text", required=True, description="host:port of the trunk."),
-        Field("transport", "enum", choices=("udp", "tcp", "tls"), default="udp"),
+        _TRANSPORT,
         Field("auth_username", "text", default=""),
         Field("auth_realm", "text", default=""),
         Field("auth_ha1", "text", readable=False, writable=False),
-        Field("max_calls", "int", default=0, minimum=0),
-        Field("max_cps", "int", default=0, minimum=0),
+        Field("max_calls", "int", default=0, minimum=0,
+              description="Concurrent calls in both directions (0: unlimited)."),
+        Field("max_cps", "int", default=0, minimum=0,
+              description="Call attempts per second (0: unlimited)."),
         Field("tariff_id", "ref", ref="tariff"),
         Field("enabled", "bool", default=True, filterable=True),
+        Field("max_calls_in", "int", default=0, minimum=0,
+              description="Concurrent inbound (DID) calls (0: unlimited)."),
+        Field("max_calls_out", "int", default=0, minimum=0,
+              description="Concurrent outbound calls (0: unlimited)."),
+        Field("weight", "int", default=0, minimum=0,
+              description="Rank among equal candidates of a routing plan (higher first)."),
+        Field("register", "bool", default=False,
+              description="Keep a registration with the vendor (outbound REGISTER)."),
+        Field("register_expires", "int", default=3600, minimum=60,
+              description="Seconds of registration asked for."),
+        Field("registrar", "text", default="",
+              description="host:port to register with (empty: the address)."),
+        Field("probe", "bool", default=False,
+              description="Send OPTIONS to see whether the vendor answers."),
+        Field("probe_interval", "int", default=30, minimum=1,
+              description="Seconds between OPTIONS probes."),
+        Field("setup_timeout", "int", default=5, minimum=0,
+              description="Seconds to wait for a provisional response before failing "
+                          "over (0: the transaction timeout only)."),
+        Field("answer_timeout", "int", default=120, minimum=0,
+              description="Seconds to wait for an answer after a provisional response "
+                          "before failing over (0: no limit)."),
+        Field("failover_codes", "json", default=[408, 480, "5xx"], shape="sip_codes",
+              description="Final responses that fail over to the next candidate."),
+        Field("codecs", "json", default=[], shape="codecs",
+              description="Codecs offered to the vendor, by preference (empty: any)."),
+        Field("caller_id_format", "json", default={}, shape="object",
+              description="How the caller ID is written towards the vendor."),
+        Field("inbound_sources", "json", default=[], shape="networks",
+              description="Addresses or networks the vendor's inbound (DID) calls come "
+                          "from (empty: the address's host, when it is an IP address)."),
     ), write_only=(Field("auth_password", "text", maximum_length=128),),
         description="A vendor trunk: where calls go and what it can carry."),
     Entity("routing_plan", "routing_plans", "global", _common(
@@ -211,6 +266,41 @@ ENTITIES: tuple[Entity, ...] = (
         Field("entries", "json", default=[],
               description="[{prefix, connection_ids, weight}] rows."),
     ), description="How outgoing calls pick vendor connections."),
+    Entity("trunk", "trunks", "customer", _common(
+        Field("customer_id", "ref", ref="customer", required=True, filterable=True),
+        Field("name", "text", required=True, unique_with=("customer_id",), filterable=True),
+        Field("auth_mode", "enum", choices=TRUNK_AUTH_MODES, default="ip", filterable=True,
+              description="ip: by source address; digest: by the credentials of its "
+                          "account (the PBX registers); both: both at once."),
+        Field("allowed_sources", "json", default=[], shape="networks",
+              description="Addresses or networks the PBX sends from (ip and both)."),
+        Field("account_id", "ref", ref="account", unique=True,
+              description="The trunk account (kind trunk) whose digest credentials the "
+                          "PBX uses (digest and both)."),
+        _TRANSPORT,
+        Field("codecs", "json", default=[], shape="codecs",
+              description="Codecs allowed on the trunk, by preference (empty: any)."),
+        Field("max_calls", "int", default=0, minimum=0,
+              description="Concurrent calls in both directions (0: unlimited)."),
+        Field("max_calls_in", "int", default=0, minimum=0,
+              description="Concurrent calls towards the PBX (0: unlimited)."),
+        Field("max_calls_out", "int", default=0, minimum=0,
+              description="Concurrent calls from the PBX (0: unlimited)."),
+        Field("max_cps", "int", default=0, minimum=0,
+              description="Call attempts per second from the PBX (0: unlimited)."),
+        Field("routing_plan_id", "ref", ref="routing_plan",
+              description="The routing plan of its calls (empty: the customer's)."),
+        Field("caller_id_format", "json", default={}, shape="object",
+              description="How caller IDs are written on this trunk."),
+        _STATUS,
+    ), description="A customer's SIP trunk: an IP-PBX sending and receiving calls."),
+    Entity("lnp_entry", "lnp_entries", "global", _common(
+        Field("number", "text", required=True, unique=True, pattern=_E164, filterable=True),
+        Field("routing_prefix", "text", required=True, pattern=r"^[0-9A-Za-z#*+]{1,32}$",
+              maximum_length=32, description="The routing number of the network serving "
+                                             "the ported number."),
+        Field("carrier", "text", default="", filterable=True),
+    ), description="A ported number and the routing prefix of its new network."),
     Entity("distributor", "distributors", "reseller", _common(
         Field("reseller_id", "ref", ref="reseller", filterable=True),
         Field("parent_id", "ref", ref="distributor"),
@@ -296,6 +386,17 @@ ENTITIES: tuple[Entity, ...] = (
 )
 
 _BY_NAME = {e.name: e for e in ENTITIES}
+
+
+def _check_shapes() -> None:
+    """Every shape named by a field exists, on a C{json} field."""
+    for e in ENTITIES:
+        for f in e.fields:
+            if f.shape is not None and (f.type != "json" or f.shape not in SHAPES):
+                raise AssertionError(f"{e.name}.{f.name}: unknown shape {f.shape!r}")
+
+
+_check_shapes()
 _BY_COLLECTION = {e.collection: e for e in ENTITIES}
 
 

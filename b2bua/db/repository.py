@@ -31,6 +31,7 @@ from b2bua.db.database import Connection, Database
 from b2bua.db.dialect import IntegrityProblem
 from b2bua.db.interfaces import Conflict, IRepository, NotFound, Page, Scope, ValidationFailed
 from b2bua.db.model import ENTITIES, Entity, Field, entity
+from b2bua.db.rules import row_errors
 from b2bua.db.scoping import (
     OWNER_FIELDS,
     Forbidden,
@@ -53,6 +54,11 @@ MAX_LIMIT = 500
 FIXED: dict[str, frozenset[str]] = {
     "account": frozenset({"customer_id"}),
     "api_key": frozenset({"role", "reseller_id", "customer_id", "account_id"}),
+}
+#: The fields the rules of each entity read (L{b2bua.db.rules}): an update
+#: that changes none of them is not checked again.
+_RULE_FIELDS: dict[str, frozenset[str]] = {
+    "trunk": frozenset({"auth_mode", "allowed_sources", "account_id"}),
 }
 #: Stored secret columns reported under the name of what they hide.
 _SECRET_NAMES = {"pin_hash": "pin", "key_hash": "key", "auth_ha1": "auth_password",
@@ -224,6 +230,7 @@ class Repository:
             row = {k: v for k, v in data.items() if k in self._columns}
             shown: dict[str, Any] = {}
             refs = self._relate(connection, scope, row, set(row), creating=True)
+            self._check_row(connection, row, set(row), None)
             if self.entity.name == "api_key":
                 check_api_key(row)
                 shown["key"], row["prefix"], row["key_hash"] = secrets.new_api_key()
@@ -269,6 +276,7 @@ class Repository:
                 return readable(self.entity, current), False
             row.update((k, data[k]) for k in data if k in self._columns)
             refs = self._relate(connection, scope, row, changed, creating=False)
+            self._check_row(connection, row, changed, current)
             stored_secrets = self._secrets(connection, row, data, current, changed, refs)
             row.update(stored_secrets)
             columns = sorted((changed - self._write_only) | set(stored_secrets))
@@ -372,6 +380,33 @@ class Repository:
                 raise Conflict(f"{f.name}: no {target.name} {value}", field=f.name)
             raise NotFound(f"{f.name}: {target.name} {value} not found")
         return found[0]
+
+    def _check_row(self, connection: Connection, row: dict[str, Any], changed: set[str],
+                   current: dict[str, Any] | None) -> None:
+        """The rules across fields (L{b2bua.db.rules}) of the row as it will
+        be stored, when a field they read changes, and the rules that read
+        other rows: a trunk's account is of kind C{trunk}, and an account a
+        trunk uses stays of that kind.
+
+        @raise ValidationFailed: naming the fields that break a rule.
+        """
+        name = self.entity.name
+        errors = row_errors(name, row) if current is None or changed & _RULE_FIELDS.get(
+            name, frozenset()) else {}
+        if name == "trunk" and row.get("account_id") is not None and "account_id" in changed:
+            found = connection.execute("SELECT kind FROM accounts WHERE id = ?",
+                                       [row["account_id"]])
+            if found and found[0]["kind"] != "trunk":
+                errors["account_id"] = (f"must be an account of kind trunk (account "
+                                        f"{row['account_id']} is of kind {found[0]['kind']})")
+        if name == "account" and current is not None and "kind" in changed \
+                and current["kind"] == "trunk":
+            used = connection.execute("SELECT id FROM trunks WHERE account_id = ? LIMIT 1",
+                                      [current["id"]])
+            if used:
+                errors["kind"] = f"cannot change while trunk {used[0]['id']} uses the account"
+        if errors:
+            raise ValidationFailed(dict(sorted(errors.items())))
 
     def _secrets(self, connection: Connection, row: dict[str, Any], data: dict[str, Any],
                  current: dict[str, Any] | None, changed: set[str],
@@ -509,7 +544,8 @@ def find_api_key(database: Database, plaintext: str) -> Deferred[dict[str, Any] 
 #: What the live snapshot loads: collection -> (columns or None for every
 #: column, condition, its boolean parameters).
 DIRECTORY: dict[str, tuple[tuple[str, ...] | None, str, tuple[bool, ...]]] = {
-    "customers": (("id", "sip_domain", "name", "currency", "billing_timezone", "status"),
+    "customers": (("id", "sip_domain", "name", "currency", "billing_timezone", "status",
+                   "dial_plan", "routing_plan_id"),
                   "status = 'active'", ()),
     "accounts": (("id", "customer_id", "number", "sip_username", "ha1_md5", "ha1_sha256",
                   "caller_id_name", "status"),
@@ -528,19 +564,26 @@ DIRECTORY: dict[str, tuple[tuple[str, ...] | None, str, tuple[bool, ...]]] = {
                       "status = 'active' AND customer_id IN "
                       "(SELECT id FROM customers WHERE status = 'active')", ()),
     "products": (("id", "tariff_id", "currency"), "1 = 1", ()),
+    # SIP trunking: the active trunks of active customers, and the ported
+    # numbers (only what a lookup returns: the table may be large).
+    "trunks": (None, "status = 'active' AND customer_id IN "
+                     "(SELECT id FROM customers WHERE status = 'active')", ()),
+    "lnp_entries": (("id", "number", "routing_prefix", "carrier"), "1 = 1", ()),
 }
 
 
 def load_directory_rows(database: Database) -> Deferred[dict[str, list[dict[str, Any]]]]:
     """Fire with what the live snapshot needs, read in one consistent view.
 
-    Active customers and the active accounts of active customers (with
-    their HA1 values), active DIDs, active vendors, the enabled connections
-    of active vendors (with their HA1), every routing plan and every tariff
-    (id, name, currency, document), the active subscriptions of active
-    customers (id, customer_id, product_id, starts_on, ends_on: whether they
-    are in effect on a given day is the reader's business) and every product
-    (id, tariff_id, currency); each list ordered by id.
+    Active customers (with their dial plan and routing plan) and the active
+    accounts of active customers (with their HA1 values), active DIDs,
+    active vendors, the enabled connections of active vendors (with their
+    HA1), every routing plan and every tariff (id, name, currency,
+    document), the active subscriptions of active customers (id,
+    customer_id, product_id, starts_on, ends_on: whether they are in effect
+    on a given day is the reader's business), every product (id, tariff_id,
+    currency), the active trunks of active customers and every ported
+    number (id, number, routing_prefix, carrier); each list ordered by id.
     """
 
     def txn(connection: Connection) -> dict[str, list[dict[str, Any]]]:

@@ -50,6 +50,8 @@ WRITERS: dict[str, str] = {
     "vendor": "admin",
     "connection": "admin",
     "routing_plan": "admin",
+    "trunk": "reseller",
+    "lnp_entry": "admin",
     "distributor": "reseller",
     "card_batch": "reseller",
     "card": "reseller",

@@ -22,7 +22,8 @@ Conversions, by field type:
   - C{bool}: C{true}/C{false} (or those words as text).
   - C{text}, C{enum}: text without NUL characters.
   - C{json}: any JSON value (no NaN or infinity, no NUL in strings, nesting
-    at most 64 deep).
+    at most 64 deep), of the field's shape when it names one
+    (L{b2bua.db.shapes}: an object, a list of networks, codecs or SIP codes).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from typing import Any
 from b2bua.db.dialect import parse_timestamp
 from b2bua.db.interfaces import ValidationFailed
 from b2bua.db.model import Entity, Field
+from b2bua.db.shapes import check_shape
 
 __all__ = ["coerce_filters", "convert", "json_value", "to_json", "validate"]
 
@@ -209,6 +211,8 @@ def convert(field: Field, value: Any) -> Any:
         result = _date(value)
     elif kind == "json":
         result = json_value(value)
+        if field.shape is not None:
+            result = check_shape(field.shape, result)
     elif kind == "enum":
         if not isinstance(value, str) or value not in field.choices:
             raise ValueError(f"must be one of {', '.join(field.choices)}")

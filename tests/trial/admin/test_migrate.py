@@ -20,10 +20,12 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 import b2bua
 from b2bua.admin.cli import Console, main
 from b2bua.admin.migrate import Interrupted, MigrationReport, migrate_database, run_reactor
-from b2bua.db.migrations import SchemaTooNew
+from b2bua.db.migrations import SchemaTooNew, migrations_for
 
 #: The directory holding the C{b2bua} package (for the child process's path).
 SOURCE = str(Path(b2bua.__file__).resolve().parent.parent)
+#: Every version of this release, in order.
+VERSIONS = tuple(m.version for m in migrations_for("sqlite"))
 REPORT = MigrationReport("sqlite:///var/b2bua.db", ("0001",), ("0001",), {"0001": "initial"})
 
 
@@ -140,14 +142,15 @@ class MigrateDatabaseTests(TestCase):
     """L{migrate_database} on a real, temporary SQLite file (real reactor, bounded)."""
 
     async def test_applies_once(self) -> None:
-        """The first run applies 0001 and records it; the second applies nothing."""
+        """The first run applies every version and records them; the second
+        applies nothing."""
         path = os.path.abspath(self.mktemp()) + ".db"
         first = await migrate_database(f"sqlite:///{path}", reactor)
         self.assertEqual((first.applied, first.versions, first.names["0001"]),
-                         (("0001",), ("0001",), "initial"))
-        self.assertEqual(schema_versions(path), ["0001"])
+                         (VERSIONS, VERSIONS, "initial"))
+        self.assertEqual(schema_versions(path), list(VERSIONS))
         second = await migrate_database(f"sqlite:///{path}", reactor)
-        self.assertEqual((second.applied, second.versions), ((), ("0001",)))
+        self.assertEqual((second.applied, second.versions), ((), VERSIONS))
 
     async def test_too_new(self) -> None:
         """A database migrated by a newer release is refused (and closed)."""
@@ -181,8 +184,10 @@ class ProcessTests(SynchronousTestCase):
         """Without --database it creates and migrates ./var/b2bua.db."""
         done = self.run_admin("migrate")
         self.assertEqual((done.returncode, done.stderr), (0, ""))
-        self.assertEqual(done.stdout, "applied 0001 (initial)\n"
-                                      "sqlite:///var/b2bua.db: schema now at version 0001\n")
+        applied = "".join(f"applied {m.version} ({m.name})\n"
+                          for m in migrations_for("sqlite"))
+        self.assertEqual(done.stdout, f"{applied}sqlite:///var/b2bua.db: schema now at version "
+                                      f"{VERSIONS[-1]}\n")
 
     def test_migrate_twice_json(self) -> None:
         """An absolute --database; the second run applies nothing."""
@@ -191,7 +196,7 @@ class ProcessTests(SynchronousTestCase):
                          .returncode, 0)
         done = self.run_admin("--json", "migrate", "--database", f"sqlite:///{path}")
         self.assertEqual(json.loads(done.stdout)["applied"], [])
-        self.assertEqual(schema_versions(path), ["0001"])
+        self.assertEqual(schema_versions(path), list(VERSIONS))
 
     def test_failure_is_one_line(self) -> None:
         """A database that cannot be opened: one line on stderr, no traceback."""

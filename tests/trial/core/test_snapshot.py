@@ -119,7 +119,8 @@ class FromRowsTests(SynchronousTestCase):
         self.assertRaises(TypeError, operator.setitem, directory.tariff(3), "currency", "USD")
         self.assertEqual(directory.counts(), {
             "tenants": 1, "extensions": 0, "dids": 1, "vendors": 1, "connections": 2,
-            "routing_plans": 1, "tariffs": 1})
+            "routing_plans": 1, "tariffs": 1, "trunks": 0, "lnp_entries": 0,
+            "source_conflicts": 0})
 
     def test_frozen(self) -> None:
         """A directory built from rows is published: it cannot be changed."""

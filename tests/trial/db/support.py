@@ -109,6 +109,8 @@ def sample(name: str, n: int) -> dict[str, Any]:
         "vendor": {"name": f"vendor {n}"},
         "connection": {"name": f"trunk {n}", "address": "192.0.2.1:5060"},
         "routing_plan": {"name": f"plan {n}"},
+        "trunk": {"name": f"pbx {n}", "allowed_sources": [f"198.51.100.{n % 256}"]},
+        "lnp_entry": {"number": f"+3161{n:07d}", "routing_prefix": "1234"},
         "distributor": {"name": f"distributor {n}"},
         "card_batch": {"name": f"batch {n}", "currency": "EUR", "face_value": "10.00"},
         "card": {"serial": f"S{n:08d}", "pin": f"{n:08d}"},
@@ -129,6 +131,7 @@ UPDATES: dict[str, dict[str, Any]] = {
     "product": {"fee_per_line": "1.50"}, "subscription": {"quantity": 3},
     "tariff": {"document": {"rates": [1]}}, "vendor": {"status": "suspended"},
     "connection": {"max_calls": 10}, "routing_plan": {"strategy": "priority"},
+    "trunk": {"max_calls": 10}, "lnp_entry": {"routing_prefix": "D042"},
     "distributor": {"commission_pct": "2.5"}, "card_batch": {"name": "renamed"},
     "card": {"status": "suspended"}, "cdr": {"billsec": 3},
     "ledger_entry": {"reference": "x"}, "invoice": {"status": "issued"},
@@ -163,7 +166,8 @@ class Builder:
                 values["reseller_id"] = tenant.reseller_id
             if "customer_id" in fields:
                 values["customer_id"] = tenant.customer_id
-            if "account_id" in fields:
+            if "account_id" in fields and name != "trunk":
+                # (a trunk's account is of kind trunk, not the tenant's extension)
                 values["account_id"] = tenant.account_id
             if name == "api_key":
                 values["role"] = "enduser"

@@ -1,0 +1,1 @@
+"""SIP trunking features: vendor connections and what the switch does with them."""
