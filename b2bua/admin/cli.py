@@ -24,6 +24,16 @@ Commands::
     calls list [--customer CUSTOMER] [--account ID] [--callee N] [--disposition D] (newest first)
     quote --tariff ID | --tariff-file FILE.json --destination D --start ISO --duration S
           [--balance X]                           the cost of one call, explained
+    route-explain --number N --start ISO (--plan ID | --plan-file FILE.json)
+          [--connection ID ... | --connections-file FILE.json]
+          [--customer-tariff ID | --customer-tariff-file FILE.json] [--duration S]
+          [--unavailable ID ...] [--max-cost event_cost|X] [--seed N]
+                                                  the ranked routes of one call, explained
+    blend (--tariff ID | --tariff-file FILE.json)... [--depth N] [--method M]
+          [--margin-pct X] [--margin-abs X] [--min-sell X] [--max-sell X] [--min-markup X]
+          [--rounding M] [--decimals N] [--prefixes-file FILE.json] [--timezone Z]
+          [--at ISO] [--effective-from ISO] [--save NAME [--currency C]] [--output FILE.json]
+                                                  a sales tariff blended from vendor tariffs
 
 A CUSTOMER is its id or its SIP domain.  Exit status: 0 done, 1 refused
 or failed, 2 bad command line (or no key), 3 the switch could not be
@@ -35,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import redirect_stderr, redirect_stdout
@@ -271,6 +282,89 @@ def _quote_command(groups: Any) -> None:
                        help="available credit: also show the maximum duration")
 
 
+def _amount(text: str) -> str:
+    """An argparse type: a non-negative decimal amount, kept as written."""
+    if not re.fullmatch(r"[0-9]{1,9}(\.[0-9]{1,12})?", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a decimal amount (0.05)")
+    return text
+
+
+def _max_cost(text: str) -> str:
+    """An argparse type: C{event_cost} or a decimal amount."""
+    return text if text == "event_cost" else _amount(text)
+
+
+def _routing_commands(groups: Any) -> None:
+    """C{route-explain} and C{blend}: commands without actions."""
+    text = "the ranked routes of one call, explained (POST /routing/explain)"
+    explain = groups.add_parser("route-explain", help=text, description=text)
+    _add_global(explain, top=False)
+    explain.set_defaults(action=None)
+    explain.add_argument("--number", required=True, metavar="NUMBER",
+                         help="the dialled number (digits, optional +)")
+    explain.add_argument("--start", required=True, metavar="ISO",
+                         help="the setup time with its offset (2024-05-14T17:59:40+02:00)")
+    plan = explain.add_mutually_exclusive_group(required=True)
+    plan.add_argument("--plan", type=_count(1), metavar="ID", help="a stored routing plan")
+    plan.add_argument("--plan-file", metavar="FILE.json",
+                      help="a routing plan document (JSON; '-': stdin)")
+    connections = explain.add_mutually_exclusive_group()
+    connections.add_argument("--connection", type=_count(1), action="append", metavar="ID",
+                             help="a stored connection to consider (repeatable; default: "
+                                  "those the plan lists for the number)")
+    connections.add_argument("--connections-file", metavar="FILE.json",
+                             help="a JSON list of connection ids or inline connections")
+    customer = explain.add_mutually_exclusive_group()
+    customer.add_argument("--customer-tariff", type=_count(1), metavar="ID",
+                          help="the customer's stored tariff (margins, profit guarantee)")
+    customer.add_argument("--customer-tariff-file", metavar="FILE.json",
+                          help="the customer's tariff document")
+    explain.add_argument("--duration", type=_count(1), metavar="SECS",
+                         help="the reference call's billable seconds (60)")
+    explain.add_argument("--unavailable", type=_count(1), action="append", metavar="ID",
+                         help="a connection that is down (repeatable)")
+    explain.add_argument("--max-cost", type=_max_cost, metavar="event_cost|AMOUNT",
+                         help="a profit guarantee: drop routes costing more")
+    explain.add_argument("--seed", type=_count(0), metavar="N",
+                         help="the random seed of the weighted strategy")
+
+    text = "a sales tariff blended from vendor tariffs (POST /routing/blend)"
+    blend = groups.add_parser("blend", help=text, description=text)
+    _add_global(blend, top=False)
+    blend.set_defaults(action=None)
+    blend.add_argument("--tariff", type=_count(1), action="append", metavar="ID",
+                       help="a stored vendor tariff (repeatable)")
+    blend.add_argument("--tariff-file", action="append", metavar="FILE.json",
+                       help="a vendor tariff document (repeatable; named by the file)")
+    blend.add_argument("--depth", type=_count(1), default=1, metavar="N",
+                       help="combine the N cheapest vendors (1)")
+    blend.add_argument("--method", choices=("depth", "average", "weighted"), default="depth",
+                       help="the N-th cheapest price (depth), or the average of the N")
+    blend.add_argument("--margin-pct", type=_amount, metavar="PCT", help="margin in percent")
+    blend.add_argument("--margin-abs", type=_amount, metavar="AMOUNT",
+                       help="margin added per minute")
+    blend.add_argument("--min-sell", type=_amount, metavar="AMOUNT")
+    blend.add_argument("--max-sell", type=_amount, metavar="AMOUNT")
+    blend.add_argument("--min-markup", type=_amount, metavar="AMOUNT",
+                       help="never sell below cost plus this")
+    blend.add_argument("--rounding", choices=("up", "down", "half_up", "half_even"),
+                       help="rounding of the sell prices (up)")
+    blend.add_argument("--decimals", type=int, choices=range(7), metavar="0-6",
+                       help="decimals of the sell prices (4)")
+    blend.add_argument("--prefixes-file", metavar="FILE.json",
+                       help="the code deck: a JSON list of prefixes (default: every prefix "
+                            "a vendor prices)")
+    blend.add_argument("--timezone", type=_timezone, help="the sales tariff's zone (UTC)")
+    blend.add_argument("--at", metavar="ISO", help="read the vendor rates at (default: now)")
+    blend.add_argument("--effective-from", metavar="ISO",
+                       help="the sales tariff's entries take effect then")
+    blend.add_argument("--save", metavar="NAME", help="store the result as a new tariff")
+    blend.add_argument("--currency", type=_currency, help="the saved tariff's currency "
+                                                          "(default: the vendors')")
+    blend.add_argument("--output", metavar="FILE.json",
+                       help="also write the tariff document to this file")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line of C{b2bua-admin}."""
     parser = _Parser(prog=PROG, description="Operate a b2bua switch through its API.",
@@ -291,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     _customer_commands(groups)
     _other_commands(groups)
     _quote_command(groups)
+    _routing_commands(groups)
     return parser
 
 

@@ -18,6 +18,7 @@ import secrets
 import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -27,13 +28,15 @@ from b2bua.admin.output import (
     COLUMNS,
     Column,
     paging_note,
+    render_json,
     render_quote,
     render_record,
     render_table,
 )
 from b2bua.db.model import entity
 
-__all__ = ["COMMANDS", "Extension", "Invocation", "UsageError", "plan_extensions"]
+__all__ = ["COMMANDS", "Extension", "Invocation", "UsageError", "plan_extensions",
+           "read_json_file", "render_blend", "render_explanation"]
 
 #: An extension number, as the model declares it.
 _NUMBER = re.compile(entity("account").field("number").pattern or r"^[0-9*#+]{1,32}$")
@@ -435,6 +438,186 @@ def quote(inv: Invocation) -> None:
     inv.emit(render_quote(answer), answer)
 
 
+# -- routing: explain and blend ---------------------------------------------------------
+
+
+def read_json_file(inv: Invocation, path: str, what: str, kind: type = dict) -> Any:
+    """The JSON value in C{path} (C{-}: stdin), numbers read exactly.
+
+    @param what: what the file holds, for messages (C{"routing plan"}).
+    @param kind: C{dict} or C{list}: what the file must hold.
+    """
+    try:
+        data = inv.stdin.read() if path == "-" else Path(path).read_bytes()
+    except OSError as error:
+        raise AdminError(f"cannot read {path}: {error.strerror or error}") from None
+    try:
+        value = json.loads(data.decode("utf-8"), parse_float=Decimal, parse_constant=_not_json)
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise AdminError(f"{path}: not a JSON {what}: {reason}") from None
+    if not isinstance(value, kind):
+        shape = "object" if kind is dict else "list"
+        raise AdminError(f"{path}: a {what} is a JSON {shape}")
+    return _exact(value)
+
+
+def _flag(value: Any) -> str:
+    return "-" if value in (None, "") else str(value)
+
+
+#: The columns of the ranked routes and of the connections left out.
+_ROUTE_COLUMNS = (
+    Column("#", "position", right=True),
+    Column("connection", lambda r: f"{r.get('connection_id')} {r.get('connection') or ''}"
+           .strip()),
+    Column("vendor", lambda r: _flag(r.get("vendor"))),
+    Column("plan prefix", "plan_prefix"), Column("weight", "weight", right=True),
+    Column("matched", "matched_prefix"),
+    Column("rate", lambda r: f"{(r.get('rate') or {}).get('price')}/"
+                             f"{(r.get('rate') or {}).get('unit_s')} s"),
+    Column("cost", "cost", right=True), Column("margin", "margin", right=True),
+    Column("reason", "reason"),
+)
+_EXCLUDED_COLUMNS = (
+    Column("connection", lambda r: f"{r.get('connection_id')} {r.get('connection') or ''}"
+           .strip()),
+    Column("vendor", lambda r: _flag(r.get("vendor"))),
+    Column("reason", "reason"), Column("detail", "detail"),
+)
+
+
+def render_explanation(answer: Mapping[str, Any]) -> str:
+    """An explanation (C{POST /routing/explain}): the call, the routes in
+    order, and the connections left out with their reasons."""
+    currency = f" {answer['currency']}" if answer.get("currency") else ""
+    head: dict[str, Any] = {
+        "number": answer.get("number"), "start": answer.get("start"),
+        "strategy": answer.get("strategy"),
+        "reference call": f"{answer.get('duration_s')} s"}
+    if answer.get("customer_cost") is not None:
+        head["customer cost"] = f"{answer['customer_cost']}{currency}"
+    if answer.get("ceiling") is not None:
+        head["profit ceiling"] = f"{answer['ceiling']}{currency}"
+    text = render_record(head) + "\n"
+    routes = answer.get("routes") or []
+    if routes:
+        text += render_table(routes, _ROUTE_COLUMNS)
+    else:
+        text += "no route: the call would be rejected\n"
+    if answer.get("loss"):
+        text += "warning: every route breaks the profit guarantee; the cheapest is kept " \
+                "at a loss\n"
+    excluded = answer.get("excluded") or []
+    if excluded:
+        text += "\nLeft out\n" + render_table(excluded, _EXCLUDED_COLUMNS)
+    return text
+
+
+def route_explain(inv: Invocation) -> None:
+    """C{route-explain}: the ranked routes of one call (C{POST /routing/explain})."""
+    args = inv.args
+    payload: dict[str, Any] = {"number": args.number, "start": args.start}
+    if args.plan is not None:
+        payload["routing_plan_id"] = args.plan
+    else:
+        payload["plan"] = read_json_file(inv, args.plan_file, "routing plan")
+    if args.connection:
+        payload["connections"] = list(args.connection)
+    elif args.connections_file is not None:
+        payload["connections"] = read_json_file(inv, args.connections_file,
+                                                "list of connections", list)
+    if args.customer_tariff is not None:
+        payload["customer_tariff_id"] = args.customer_tariff
+    elif args.customer_tariff_file is not None:
+        payload["customer_tariff"] = read_tariff_file(inv, args.customer_tariff_file)
+    if args.duration is not None:
+        payload["duration_s"] = args.duration
+    if args.unavailable:
+        payload["unavailable"] = list(args.unavailable)
+    if args.max_cost is not None:
+        payload["profit_guarantee"] = {"max_cost": args.max_cost}
+    if args.seed is not None:
+        payload["seed"] = args.seed
+    try:
+        answer = inv.client.request("POST", "routing/explain", payload=payload,
+                                    what="route-explain")
+    except APIError as error:
+        if error.status == 404:
+            raise AdminError("route-explain: a routing plan, connection or tariff given is "
+                             "not found") from None
+        raise
+    inv.emit(render_explanation(answer), answer)
+
+
+_DESTINATION_COLUMNS = (
+    Column("prefix", "prefix"), Column("sell", "sell", right=True),
+    Column("base", "base", right=True), Column("used", "used", right=True),
+    Column("vendors (cheapest first)", lambda d: ", ".join(
+        f"{v.get('vendor')} {v.get('per_minute')}" for v in d.get("vendors") or ())),
+)
+
+
+def render_blend(answer: Mapping[str, Any]) -> str:
+    """A blend (C{POST /routing/blend}): the sell price of each prefix, what
+    no vendor covers, and the saved tariff."""
+    text = render_table(answer.get("destinations") or [], _DESTINATION_COLUMNS,
+                        empty="no prefix is covered by any vendor")
+    uncovered = answer.get("uncovered") or []
+    if uncovered:
+        text += f"uncovered ({len(uncovered)}): {', '.join(uncovered)}\n"
+    short = answer.get("short") or []
+    if short:
+        text += f"fewer vendors than the depth ({len(short)}): {', '.join(short)}\n"
+    tariff = answer.get("tariff")
+    if isinstance(tariff, Mapping):
+        text += f"saved as tariff {tariff.get('id')} ({tariff.get('name')}, " \
+                f"{tariff.get('currency')})\n"
+    return text
+
+
+def blend_tariff(inv: Invocation) -> None:
+    """C{blend}: a sales tariff from vendor tariffs (C{POST /routing/blend})."""
+    args = inv.args
+    vendors: list[dict[str, Any]] = [{"tariff_id": t} for t in args.tariff or ()]
+    for path in args.tariff_file or ():
+        name = "stdin" if path == "-" else Path(path).stem or path
+        vendors.append({"tariff": read_tariff_file(inv, path), "name": name[:255]})
+    if not vendors:
+        raise UsageError("blend: give at least one --tariff ID or --tariff-file FILE.json")
+    at = args.at or datetime.now(UTC).isoformat(timespec="seconds")
+    payload: dict[str, Any] = {"vendors": vendors, "at": at, "depth": args.depth,
+                               "method": args.method}
+    options = {"margin_pct": args.margin_pct, "margin_abs": args.margin_abs,
+               "min_sell": args.min_sell, "max_sell": args.max_sell,
+               "min_markup_abs": args.min_markup, "timezone": args.timezone,
+               "effective_from": args.effective_from}
+    payload.update({k: v for k, v in options.items() if v is not None})
+    if args.rounding is not None or args.decimals is not None:
+        payload["rounding"] = {"method": args.rounding or "up",
+                               "decimals": 4 if args.decimals is None else args.decimals}
+    if args.prefixes_file is not None:
+        payload["prefixes"] = [str(p) for p in read_json_file(
+            inv, args.prefixes_file, "list of prefixes", list)]
+    if args.save is not None:
+        payload["save"] = {"name": args.save}
+        if args.currency is not None:
+            payload["save"]["currency"] = args.currency
+    try:
+        answer = inv.client.request("POST", "routing/blend", payload=payload, what="blend")
+    except APIError as error:
+        if error.status == 404:
+            raise AdminError("blend: a --tariff given is not found") from None
+        raise
+    if args.output is not None:
+        try:
+            Path(args.output).write_text(render_json(answer.get("document")), encoding="utf-8")
+        except OSError as error:
+            raise AdminError(f"cannot write {args.output}: {error.strerror or error}") \
+                from None
+    inv.emit(render_blend(answer), answer)
+
+
 #: The API commands by C{(group, action)}; C{action} is C{None} for a
 #: command without actions (C{quote}).
 COMMANDS: dict[tuple[str, str | None], Callable[[Invocation], None]] = {
@@ -451,4 +634,6 @@ COMMANDS: dict[tuple[str, str | None], Callable[[Invocation], None]] = {
     ("apikey", "revoke"): apikey_revoke,
     ("calls", "list"): calls_list,
     ("quote", None): quote,
+    ("route-explain", None): route_explain,
+    ("blend", None): blend_tariff,
 }

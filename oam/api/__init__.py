@@ -8,11 +8,14 @@
     DELETE /api/v1/<collection>/<id>    delete (not for immutable entities)
     POST   /api/v1/tariffs/import       a rate deck (text/csv) or tariff document (JSON)
     POST   /api/v1/rating/quote         the cost of one call, explained (any key)
+    POST   /api/v1/routing/explain      the ranked routes of one call, explained (any key)
+    POST   /api/v1/routing/blend        a sales tariff blended from vendor tariffs
     GET    /api/v1/balances/customers/<id>        a tenant's balance (with C{balances=})
     POST   /api/v1/balances/customers/<id>/topup  top it up, re-arm its live calls
 
 Modules: L{auth} (bearer keys -> scopes), L{collection} (the generic
-resources), L{rates} (uploads), L{quote} (quotes), L{balances} (balances and
+resources), L{rates} (uploads), L{quote} (quotes), L{routing} and
+L{blending} (routes explained, tariffs blended), L{balances} (balances and
 top-ups), L{openapi} (the document),
 L{endpoint}/L{problems} (dispatch, input reading, error answers).
 
@@ -42,11 +45,13 @@ from twisted.web.resource import IResource, Resource
 from b2bua.db.model import ENTITIES
 from oam.api.auth import KeyAuthenticator
 from oam.api.balances import BalanceAccess, BalancesRoot
+from oam.api.blending import BlendResource
 from oam.api.collection import BodyCheck, CollectionResource
 from oam.api.endpoint import ApiContext
 from oam.api.openapi import OpenAPIResource, build_document
 from oam.api.quote import QuoteResource
 from oam.api.rates import ImportResource, tariff_body_check
+from oam.api.routing import ExplainResource
 from oam.resource import ErrorReporter, NotFound, request_path
 
 __all__ = ["ApiRoot", "make_api", "mount", "reporter"]
@@ -55,6 +60,8 @@ log = Logger()
 
 #: The repositories authentication reads (keys and the status of their owners).
 NEEDED = ("api_keys", "resellers", "customers", "accounts")
+#: The repositories the routing endpoints read (L{oam.api.routing}).
+ROUTING_REPOSITORIES = ("tariffs", "vendors", "connections", "routing_plans")
 #: Extra checks of create and update bodies, by entity name.
 BODY_CHECKS: dict[str, BodyCheck] = {"tariff": tariff_body_check}
 
@@ -130,6 +137,11 @@ def make_api(repositories: dict[str, Any], database: Any, report: Any, *,
         rating = ApiRoot()
         rating.putChild(b"quote", QuoteResource(context, repositories["tariffs"]))
         root.putChild(b"rating", rating)
+    if all(c in repositories for c in ROUTING_REPOSITORIES):
+        routing = ApiRoot()
+        routing.putChild(b"explain", ExplainResource(context, repositories))
+        routing.putChild(b"blend", BlendResource(context, repositories["tariffs"]))
+        root.putChild(b"routing", routing)
     if balances is not None:
         if "ledger" not in repositories:
             raise KeyError("the balance routes need the repository of ledger")

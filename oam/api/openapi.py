@@ -50,6 +50,7 @@ from oam.api.quote import (
     START_PATTERN,
 )
 from oam.api.rates import CSV_PARAMETERS
+from oam.api.routing_schemas import ROUTING_ENTITIES, routing_paths, routing_schemas
 
 __all__ = ["OPENAPI_VERSION", "OpenAPIResource", "build_document", "schema_name"]
 
@@ -550,6 +551,9 @@ def build_document(version: str, entities: tuple[Entity, ...] = ENTITIES,
             paths.update(_quote_path())
             schemas.update(_tariff_schemas())
             schemas.update(_quote_schemas())
+    if {e.name for e in entities} >= ROUTING_ENTITIES:
+        paths.update(routing_paths())
+        schemas.update(routing_schemas())
     if balances:
         paths.update(_balance_paths())
         schemas.update(_balance_schemas())
@@ -567,6 +571,7 @@ def build_document(version: str, entities: tuple[Entity, ...] = ENTITIES,
         "security": [{"bearerAuth": []}],
         "tags": [{"name": "meta"}, *({"name": e.collection} for e in entities),
                  *([{"name": "rating"}] if "/rating/quote" in paths else []),
+                 *([{"name": "routing"}] if "/routing/explain" in paths else []),
                  *([{"name": "balances"}] if balances else [])],
         "paths": paths,
         "components": {"schemas": schemas, "responses": responses,

@@ -96,7 +96,9 @@ class StructureTests(SynchronousTestCase):
         self.assertEqual(set(paths["/tariffs/import"]), {"post"})
         self.assertEqual(paths["/openapi.json"]["get"]["security"], [])
         self.assertEqual(set(paths["/rating/quote"]), {"post"})
-        self.assertEqual(len(paths), 2 * len(ENTITIES) + 3)
+        self.assertEqual(len(paths), 2 * len(ENTITIES) + 5)
+        self.assertEqual(set(paths["/routing/explain"]), {"post"})
+        self.assertEqual(set(paths["/routing/blend"]), {"post"})
 
     def test_operations(self) -> None:
         """Unique operation ids; every answer described; every keyed
