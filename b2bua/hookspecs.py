@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
     from b2bua.core.call import Call, CallRecord, CallState
-    from b2bua.core.decisions import Hunt, Reject, Route, StopHunting
+    from b2bua.core.decisions import Destination, Hunt, Reject, Route, StopHunting
     from b2bua.core.leg import Leg
     from b2bua.core.services import Services
     from b2bua.sip.interfaces import Source
@@ -111,6 +111,21 @@ def b2bua_route_call(
     a L{Reject} (e.g. 480 when the callee is not registered), C{None} for
     no opinion, or a lazy callable.  The first non-None answer is used;
     with no answer the caller gets C{404}."""
+
+
+@hookspec
+def b2bua_admit_attempt(
+    call: Call, destination: Destination, attempt: int
+) -> Reject | Callable[[], Deferred[Reject | None]] | None:
+    """May the hunt try C{destination} now?  Asked for each destination of
+    a step, just before its B leg would start (C{attempt} is the step's
+    index).  A L{Reject} skips the destination (a vendor connection over
+    its limit): its code counts among the answers the caller may get, and
+    when every destination of the step is refused the step fails as if
+    they had answered that (C{b2bua_choose_failover} gets the response,
+    without a leg).  C{None} or a lazy callable as for
+    C{b2bua_authorize_call}; every implementation is asked until one
+    rejects."""
 
 
 @hookspec

@@ -68,6 +68,12 @@ from plugins.ip_trust import NAME as IP_TRUST
 from plugins.ip_trust import IPTrust
 from plugins.local_routing import NAME as LOCAL_ROUTING
 from plugins.local_routing import LocalRouting
+from plugins.trunking.plugin import NAME as TRUNKING
+from plugins.trunking.plugin import Trunking
+from plugins.trunking.probing import NAME as TRUNK_PROBING
+from plugins.trunking.probing import TrunkProbing
+from plugins.trunking.registration import NAME as TRUNK_REGISTRATION
+from plugins.trunking.registration import TrunkRegistration
 from rating.cdr_writer import CDRWriter
 from rating.journal import FileJournal, RedisStreamJournal
 from rating.provisioned import ProvisionedTariffs
@@ -84,6 +90,8 @@ EXIT_STARTUP = 2
 LISTEN_TIMEOUT = 10.0
 #: Seconds stopping waits for the snapshot, the listener and the database.
 STORAGE_STOP_TIMEOUT = 10.0
+#: Seconds the plugins get to finish their last requests (un-REGISTER) at a stop.
+UNCONFIGURE_TIMEOUT = 5.0
 
 
 class StartupError(Exception):
@@ -144,7 +152,8 @@ def exit_startup(reactor: Any) -> Callable[[str], None]:
 def builtin_plugins() -> dict[str, Any]:
     """The features shipped with the switch, by plugin name."""
     return {LOCAL_ROUTING: LocalRouting(), IP_TRUST: IPTrust(), CHARGING: Charging(),
-            CDRS: CDRs()}
+            CDRS: CDRs(), TRUNKING: Trunking(), TRUNK_REGISTRATION: TrunkRegistration(),
+            TRUNK_PROBING: TrunkProbing()}
 
 
 def _redis(url: str) -> Any:
@@ -241,6 +250,8 @@ class SwitchService(MultiService):
         self.metrics.registry.register(_SnapshotMetrics(self))
         self._redis_pools: list[Any] = []
         self.location = self._location_store()
+        #: the Redis pool of the balances (also the trunk limits'), if any
+        self.balances_redis: Any = None
         self.balance_store = self._balance_store()
         self.cdr_writer: CDRWriter | None = None
         self.recovery: Recovery | None = None
@@ -307,7 +318,8 @@ class SwitchService(MultiService):
         url = self.config.storage.balances
         if url == "memory":
             return MemoryBalanceStore(self.reactor)
-        return RedisBalanceStore(self._redis(url), self.reactor)
+        self.balances_redis = self._redis(url)
+        return RedisBalanceStore(self.balances_redis, self.reactor)
 
     # -- starting ----------------------------------------------------------------------
 
@@ -415,6 +427,10 @@ class SwitchService(MultiService):
         services = Services(self.reactor, self.snapshot, self.registrar, self.location,
                             self.metrics, extra={"balance_store": self.balance_store,
                                                  "cdr_writer": self.cdr_writer,
+                                                 "redis": self.balances_redis,
+                                                 "send_request": self.transactions.send_request,
+                                                 "local_address": self.transport.local_address,
+                                                 "user_agent": self.config.sip.user_agent,
                                                  "tariffs": provisioned.tariffs,
                                                  "payer": provisioned.payer})
         self.pm.hook.b2bua_configure.call_historic(
@@ -503,8 +519,12 @@ class SwitchService(MultiService):
         self._stopping = True
         d = self.switch.drain()
 
+        def unconfigure(_: object) -> Deferred[Any]:
+            # plugins' last words (an un-REGISTER) still need the transactions
+            return self.hooks.unconfigure().addTimeout(UNCONFIGURE_TIMEOUT, self.reactor) \
+                .addErrback(lambda _: None)
+
         def close(_: object) -> Deferred[Any]:
-            self.hooks.unconfigure()
             self.transactions.stop()
             stops = [self.transport.stop(), super(SwitchService, self).stopService() or
                      succeed(None)]
@@ -512,6 +532,7 @@ class SwitchService(MultiService):
                 stops.append(self.oam_port.stopListening() or succeed(None))
             return DeferredList(stops)
 
+        d.addCallback(unconfigure)
         d.addCallback(close)
         d.addCallback(lambda _: self._close_storage())
         return d

@@ -47,7 +47,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
-from b2bua.core.directory import DEMO_DOMAIN, DEMO_PASSWORD, demo_directory
+from b2bua.core.directory import DEMO_DOMAIN, DEMO_PASSWORD, Directory, demo_directory
 from b2bua.core.hooks import CallHooks
 from b2bua.core.leg import target_for_uri
 from b2bua.core.location import MemoryLocationStore
@@ -914,7 +914,9 @@ class SwitchHarness:
     def __init__(self, plugins: Mapping[str, object] | None = None, *, builtins: bool = True,
                  settings: Mapping[str, Any] | None = None, core: CoreSettings | None = None,
                  clock: Clock | None = None, hook_timeout: float = 5.0,
-                 disabled: tuple[str, ...] = (), seed: int = 0) -> None:
+                 disabled: tuple[str, ...] = (), seed: int = 0,
+                 directory: Directory | None = None,
+                 extra: Mapping[str, Any] | None = None) -> None:
         if clock is None:
             clock = Clock()
             clock.advance(T0)
@@ -922,7 +924,7 @@ class SwitchHarness:
         self.seed = seed
         self.network = FakeNetwork(clock)
         self.metrics = Metrics()
-        self.directory = demo_directory()
+        self.directory = directory if directory is not None else demo_directory()
         self.location = MemoryLocationStore(clock)
         self.registrar = Registrar(self.location, clock)
         everything: dict[str, object] = {}
@@ -942,7 +944,10 @@ class SwitchHarness:
         self.transport.user = self.transactions
         self.switch.attach(self.transactions, self.transport)
         self.services = Services(clock, self.directory, self.registrar, self.location,
-                                 self.metrics)
+                                 self.metrics, extra={
+                                     "send_request": self.transactions.send_request,
+                                     "local_address": self.transport.local_address,
+                                     "user_agent": "b2bua harness", **(extra or {})})
         self.pm.hook.b2bua_configure.call_historic(
             kwargs={"services": self.services, "settings": dict(settings or {})})
         self._hosts = 1

@@ -216,8 +216,13 @@ def tenant_of(call: Call) -> str:
 
 
 def dialled_number(call: Call) -> str:
-    """The callee's user part as dialled (no normalisation; its URI
-    parameters cut off), C{""} when there is none."""
+    """The number to rate: the one a routing plugin normalised
+    (C{call.data["number"]}, e.g. E.164 digits from a customer's dial
+    plan), else the callee's user part as dialled (its URI parameters cut
+    off); C{""} when there is none."""
+    normalised = call.data.get("number")
+    if isinstance(normalised, str) and normalised:
+        return normalised
     uri = call.callee
     if not (uri.is_sip or uri.scheme == "tel"):
         return ""
@@ -311,8 +316,8 @@ class Charging:
         """Rate the number and hold the first chunk before the INVITE is
         forwarded (lazily); refuse with 402/403/503."""
         sessions = self.sessions
-        if sessions is None or NAME in call.data:
-            return None
+        if sessions is None or NAME in call.data or call.data.get("uncharged"):
+            return None  # e.g. a DID call from a vendor, an emergency call
         tenant = tenant_of(call)
         index = self._index(call, tenant)
         number = dialled_number(call)

@@ -277,11 +277,15 @@ def _leg(index: int, leg: LegRecord, charge: Any, problems: list[str]) -> dict[s
 
 
 def build_cdr(record: CallRecord, *, charging: Any = None, customer_id: int | None = None,
-              account_id: int | None = None, identity: str = "") -> CDR:
+              account_id: int | None = None, identity: str = "",
+              leg_charges: Any = None) -> CDR:
     """The CDR of the call C{record} describes.
 
     @param charging: the charging data (see the module docstring), if any;
         its ids win over C{customer_id} and C{account_id}.
+    @param leg_charges: per-attempt entries (the C{legs} shapes of the
+        charging data) when the charging data has none: a routing plugin's
+        vendors and buy costs (C{call.data["legs"]}).
     @param identity: who placed the call (kept in the breakdown).
     @return: a CDR that is always storable: a charging value that cannot
         be stored exactly (a float cost...) is left out, logged, and named
@@ -292,7 +296,7 @@ def build_cdr(record: CallRecord, *, charging: Any = None, customer_id: int | No
     billsec = _get(charging, "billsec")
     if isinstance(billsec, bool) or not isinstance(billsec, int) or billsec < 0:
         billsec = _billsec(record.answered_at, record.ended_at)
-    legs_charges = _get(charging, "legs")
+    legs_charges = _get(charging, "legs") or leg_charges
     legs = [_leg(i, leg, _leg_charge(legs_charges, i, leg), problems)
             for i, leg in enumerate(record.legs)]
     breakdown: dict[str, Any] = {
@@ -333,7 +337,8 @@ def cdr_for_call(call: Any, record: CallRecord, directory: Any = None,
     identity = getattr(call, "identity", "") or ""
     customer_id, account_id = row_ids(directory, record.tenant, identity, record.call_id)
     return build_cdr(record, charging=charging, customer_id=customer_id,
-                     account_id=account_id, identity=identity)
+                     account_id=account_id, identity=identity,
+                     leg_charges=call.data.get("legs"))
 
 
 def row_ids(directory: Any, tenant: str, identity: str,

@@ -24,7 +24,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -164,6 +164,10 @@ class Call:
         self._disconnect = ""
         self._final: tuple[int, str] = (0, "")
         self._releasing = 0
+        #: set-up timers of B legs (by leg index), and the legs they gave up on
+        self._setup_timers: dict[int, IDelayedCall] | None = None
+        self._abandoned: set[int] | None = None
+        self._refusal: Reject | None = None
         self.relay = Relay(self)
 
     def __repr__(self) -> str:
@@ -231,15 +235,68 @@ class Call:
         self._cancel_ring_timer()
         self._step_index += 1
         if self._step_index >= len(self._steps):
+            refusal = self._refusal
+            if refusal is not None and not self.b_legs:
+                # nothing was tried: the plugin's refusal (503 + Retry-After) as it is
+                self.fail(refusal.code, refusal.reason, list(refusal.headers),
+                          disconnect="callee")
+                return
             code, reason = best_response(self._responses)
             self.fail(code, reason, disconnect="callee")
             return
         step = self._steps[self._step_index]
         self._step_legs = []
+        hooks = self.context.hooks
+        index = self._step_index
+        admissions = [hooks.admit_attempt(self, destination, index)
+                      for destination in step.destinations]
+        if all(admission is None for admission in admissions):
+            self._start_step(step, step.destinations)
+            return
+        pending = [admission if admission is not None else succeed(None)
+                   for admission in admissions]
+        DeferredList(pending, consumeErrors=True).addCallback(self._admitted, index)
+
+    def _admitted(self, results: list[tuple[bool, Any]], index: int) -> None:
+        """The admissions of step C{index} are in: start what was admitted."""
+        if self._ended or self._cancelled or self.answered_leg is not None \
+                or index != self._step_index:
+            return
+        for ok, result in results:
+            if not ok:
+                self._hook_failed(result)
+                return
+        step = self._steps[index]
+        admitted = []
+        refused: Response | None = None
+        for destination, (_, reject) in zip(step.destinations, results, strict=True):
+            if reject is None:
+                admitted.append(destination)
+                continue
+            self._refusal = reject
+            refused = Response(reject.code, reject.reason)
+            for name, value in reject.headers:
+                refused.headers.add(name, value)
+            self._responses.append(refused)
+        if admitted:
+            self._start_step(step, tuple(admitted))
+            return
+        # every destination of the step was refused: the step failed with that
+        decision = self.context.hooks.choose_failover(self, None, refused, index)
+        if decision is None:
+            decision = self.context.default_failover(refused)
+        if isinstance(decision, StopHunting):
+            self.fail(decision.code, decision.reason, list(decision.headers),
+                      disconnect="callee")
+            return
+        self._next_step()
+
+    def _start_step(self, step: Route, destinations: tuple[Destination, ...]) -> None:
+        """Start the B legs of C{step} to C{destinations}; arm its ring timer."""
         # a leg may fail while it starts: judge the step once all have started
         self._starting = True
         try:
-            for destination in step.destinations:
+            for destination in destinations:
                 self._start_leg(destination)
         finally:
             self._starting = False
@@ -259,6 +316,40 @@ class Call:
         except TransportError as error:
             leg.failure = error
             self._responses.append(Response(480, "Temporarily Unavailable"))
+            return
+        if destination.setup_timeout:
+            if self._setup_timers is None:
+                self._setup_timers = {}
+            self._setup_timers[leg.index] = self.context.clock.callLater(
+                destination.setup_timeout, self._setup_timeout, leg)
+
+    def _setup_timeout(self, leg: ClientLeg) -> None:
+        """C{leg} got no ringing in time: give it up (CANCEL) and judge its
+        step as if it had timed out."""
+        if self._setup_timers is not None:
+            self._setup_timers.pop(leg.index, None)
+        if leg.done or self._ended or self.answered_leg is not None:
+            return
+        leg.cancel('SIP;cause=102;text="no answer to the set-up"')
+        leg.failure = TransactionTimeout("set-up timeout")
+        if self._abandoned is None:
+            self._abandoned = set()
+        self._abandoned.add(leg.index)
+        self._responses.append(Response(408, "Request Timeout"))
+        if leg in self._step_legs:
+            self._check_step_done()
+
+    def _progressed(self, leg: ClientLeg) -> None:
+        """C{leg} rang or ended: its set-up timer has no more to watch."""
+        timers = self._setup_timers
+        if timers:
+            timer = timers.pop(leg.index, None)
+            if timer is not None and timer.active():
+                timer.cancel()
+
+    def _settled(self, leg: ClientLeg) -> bool:
+        """Whether the step no longer waits for C{leg}."""
+        return leg.done or (self._abandoned is not None and leg.index in self._abandoned)
 
     def _ring_timeout(self) -> None:
         self._ring_timer = None
@@ -270,14 +361,21 @@ class Call:
         self._step_failed(None)
 
     def _cancel_ring_timer(self) -> None:
+        """Cancel the step's timers: its ring timer and its legs' set-up timers."""
         if self._ring_timer is not None and self._ring_timer.active():
             self._ring_timer.cancel()
         self._ring_timer = None
+        timers = self._setup_timers
+        if timers:
+            for timer in timers.values():
+                if timer.active():
+                    timer.cancel()
+            timers.clear()
 
     def _check_step_done(self) -> None:
         if self._ended or self.answered_leg is not None or self._starting:
             return
-        if self._step_legs and all(leg.done for leg in self._step_legs):
+        if self._step_legs and all(self._settled(leg) for leg in self._step_legs):
             # a 6xx of any leg decides the step (RFC 3261 16.7 step 5)
             last = next((leg for leg in self._step_legs
                          if leg.final is not None and leg.final.code >= 600),
@@ -304,6 +402,8 @@ class Call:
     def leg_response(self, leg: ClientLeg, response: Response) -> None:
         """A response on a B leg's INVITE (called by the leg)."""
         code = response.code
+        if code > 100:
+            self._progressed(leg)
         if self._ended or self._cancelled:
             if 200 <= code < 300 and leg is not self.answered_leg:
                 leg.bye('SIP;cause=487;text="call already ended"')
@@ -330,6 +430,7 @@ class Call:
 
     def leg_failed(self, leg: ClientLeg, error: Exception) -> None:
         """A B leg's INVITE timed out or could not be sent."""
+        self._progressed(leg)
         if self._ended:
             return
         # an unreachable callee is temporarily unavailable to the caller (a

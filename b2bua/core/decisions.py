@@ -40,6 +40,11 @@ class Destination:
         Path, an outbound proxy).
     @ivar headers: extra header fields for the INVITE.
     @ivar label: a short name for logs and CDRs (an extension, a vendor).
+    @ivar setup_timeout: seconds to wait for the callee's first ringing
+        response (a provisional response other than 100, or a final one)
+        before giving up on this destination: a vendor that takes the
+        INVITE and does nothing is left after a few seconds, not after the
+        step's ring timeout.  C{None}: no such limit.
     """
 
     uri: URI
@@ -47,6 +52,7 @@ class Destination:
     route: tuple[str, ...] = ()
     headers: tuple[tuple[str, str], ...] = ()
     label: str = ""
+    setup_timeout: float | None = None
 
 
 @dataclass(frozen=True)

@@ -144,6 +144,7 @@ class Directory:
         self._extensions: dict[tuple[str, str], Extension] = {}
         self._by_username: dict[tuple[str, str], Extension] = {}
         self._dids: dict[str, Row] = {}
+        self._dids_by_customer: dict[int, list[Row]] = {}
         self._vendors: dict[int, Row] = {}
         self._connections: dict[int, Row] = {}
         self._routing_plans: dict[int, Row] = {}
@@ -315,6 +316,15 @@ class Directory:
             other = number[1:] if number.startswith("+") else f"+{number}"
             found = self._dids.get(other)
         return found
+
+    def dids_of_customer(self, customer_id: int) -> list[Row]:
+        """The active DIDs of a customer (the numbers its calls may show)."""
+        found = self._dids_by_customer.get(customer_id)
+        if found is None:
+            found = [row for row in self._dids.values() if row.get("customer_id") == customer_id]
+            if self._frozen:
+                self._dids_by_customer[customer_id] = found
+        return list(found)
 
     def vendor(self, vendor_id: int) -> Row | None:
         """The active vendor C{vendor_id}, if any."""

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pluggy
-from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -146,6 +146,16 @@ class CallHooks:
         return ensureDeferred(self._first_decision(
             "b2bua_route_call", (Reject,), call=call, request=request))
 
+    def admit_attempt(self, call: object, destination: object,
+                      attempt: int) -> Deferred[Reject | None] | None:
+        """The first L{Reject} any plugin gives for trying C{destination},
+        or C{None}; C{None} at once (no Deferred) when no plugin asks."""
+        if not self.hook.b2bua_admit_attempt.get_hookimpls():
+            return None
+        return ensureDeferred(self._first_decision(
+            "b2bua_admit_attempt", (Reject,), call=call, destination=destination,
+            attempt=attempt))
+
     def choose_failover(self, call: object, leg: object, response: Response | None,
                         attempt: int) -> Hunt | StopHunting | None:
         """The failover decision (C{None}: use the default policy)."""
@@ -198,6 +208,10 @@ class CallHooks:
         """The call is over (exactly once per call)."""
         self._notify("b2bua_call_ended", call=call, record=record)
 
-    def unconfigure(self) -> None:
-        """The service stops."""
+    def unconfigure(self) -> Deferred[Any]:
+        """The service stops; fires once the Deferreds the plugins returned
+        have (an un-REGISTER's answer...), whatever their results."""
+        before = set(self.outstanding)
         self._notify("b2bua_unconfigure")
+        pending = [d for d in self.outstanding if d not in before]
+        return DeferredList(pending, consumeErrors=True)

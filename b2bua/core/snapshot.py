@@ -257,6 +257,10 @@ class Snapshot:
         """The active DID C{number} (with or without its C{+}), if any."""
         return self._directory.did(number)
 
+    def dids_of_customer(self, customer_id: int) -> list[Row]:
+        """The active DIDs of a customer."""
+        return self._directory.dids_of_customer(customer_id)
+
     def vendor(self, vendor_id: int) -> Row | None:
         """The active vendor C{vendor_id}, if any."""
         return self._directory.vendor(vendor_id)

@@ -121,6 +121,8 @@ _E164 = r"^\+?[0-9]{2,20}$"
 _CURRENCY = Field("currency", "text", required=True, pattern=r"^[A-Z]{3}$", maximum_length=3,
                   filterable=True)
 _ROLES = ("admin", "reseller", "customer", "enduser")
+#: C{host[:port]} (a name, an IPv4 address or a bracketed IPv6 address), or empty.
+_HOST_PORT = r"^$|^[A-Za-z0-9.\-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$"
 _TRANSPORT = Field("transport", "enum", choices=("udp", "tcp", "tls"), default="udp")
 
 #: What a DID may ring.  An C{enum} is stored as text without a C{CHECK}
@@ -274,6 +276,9 @@ ENTITIES: tuple[Entity, ...] = (
                           "account (the PBX registers); both: both at once."),
         Field("allowed_sources", "json", default=[], shape="networks",
               description="Addresses or networks the PBX sends from (ip and both)."),
+        Field("address", "text", default="", pattern=_HOST_PORT,
+              description="host:port that calls to the PBX (its DIDs) are sent to when it "
+                          "does not register (empty: the registration's contact)."),
         Field("account_id", "ref", ref="account", unique=True,
               description="The trunk account (kind trunk) whose digest credentials the "
                           "PBX uses (digest and both)."),

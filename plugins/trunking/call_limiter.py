@@ -229,6 +229,7 @@ class CallLimiter:
         #: call id -> when it ended (s): a late admission of it acquires nothing
         self._ended: OrderedDict[str, float] = OrderedDict()
         self._loop: LoopingCall | None = None
+        self._started = False
         self._renewing = False
         self.rejections = Counter(
             "b2bua_trunk_limit_rejections_total",
@@ -258,18 +259,35 @@ class CallLimiter:
     # -- life cycle ------------------------------------------------------------
 
     def start(self) -> None:
-        """Renew every C{renew_interval} seconds on the clock."""
-        if self._loop is None:
+        """Renew every C{renew_interval} seconds on the clock while this
+        node holds calls (an idle node keeps no timer)."""
+        self._started = True
+        self._wake()
+
+    def stop(self) -> None:
+        """Stop renewing (the calls' leases then run out by themselves)."""
+        self._started = False
+        self._sleep()
+
+    def _wake(self) -> None:
+        """Run the renewal loop, if started and calls are held."""
+        if self._started and self._loop is None and self._calls:
             self._loop = LoopingCall(self.renew)
             self._loop.clock = self.clock
             self._loop.start(self.settings.renew_interval, now=False)
 
-    def stop(self) -> None:
-        """Stop renewing (the calls' leases then run out by themselves)."""
+    def _sleep(self) -> None:
+        """Stop the renewal loop."""
         if self._loop is not None:
             if self._loop.running:
                 self._loop.stop()
             self._loop = None
+
+    def _forget(self, call_id: str) -> None:
+        """Drop a call's record; the loop sleeps when none is left."""
+        self._calls.pop(call_id, None)
+        if not self._calls:
+            self._sleep()
 
     # -- admission -------------------------------------------------------------
 
@@ -297,6 +315,7 @@ class CallLimiter:
         record = self._calls.get(call_id)
         if record is None:
             record = self._calls[call_id] = _Call(direction)
+            self._wake()
         return record
 
     def admit_call(self, call_id: str, direction: str, trunk: str | None = None,
@@ -392,7 +411,7 @@ class CallLimiter:
                 then()
             record.pending -= 1
             if record.ended and not record.pending:
-                self._calls.pop(call_id, None)
+                self._forget(call_id)
             return result
 
         inner = self.store.acquire(holder, keys).addCallbacks(landed, failed)
@@ -461,7 +480,7 @@ class CallLimiter:
             return succeed(None)
         record.ended = True
         if not record.pending:
-            del self._calls[call_id]
+            self._forget(call_id)
         releases = []
         if record.keys:
             releases.append(self._release(call_id, list(record.keys.values())))

@@ -214,7 +214,10 @@ class TrunkProbing:
             user_agent=str(services.extra.get("user_agent") or "b2bua"))
         services.extra["trunk_prober"] = self.prober
         self._services = services
-        self._next = services.clock.callLater(0, self.sync)
+        if hasattr(services.directory, "version"):
+            self._next = services.clock.callLater(0, self.sync)  # once listening
+        else:
+            self.sync()
 
     def sync(self) -> None:
         """Follow the directory's connections (and start probing)."""
@@ -228,7 +231,10 @@ class TrunkProbing:
         except Exception:
             _log.failure("probed connections could not be updated")
         prober.start()
-        self._next = services.clock.callLater(self._sync_interval, self.sync)
+        if hasattr(services.directory, "version"):
+            # a live snapshot changes with provisioning: follow it (a fixed
+            # directory, in tests and tools, is read once)
+            self._next = services.clock.callLater(self._sync_interval, self.sync)
 
     @hookimpl
     def b2bua_unconfigure(self) -> None:

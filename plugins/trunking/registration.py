@@ -418,7 +418,10 @@ class TrunkRegistration:
             services.clock, sender, registry=services.metrics.registry,
             user_agent=str(services.extra.get("user_agent") or "b2bua"))
         services.extra["trunk_registrations"] = self.manager
-        self._next = services.clock.callLater(0, self.sync)
+        if hasattr(services.directory, "version"):
+            self._next = services.clock.callLater(0, self.sync)  # once listening
+        else:
+            self.sync()
 
     def sync(self) -> None:
         """Reconcile the registrations with the directory's connections."""
@@ -430,7 +433,10 @@ class TrunkRegistration:
             manager.update(configs_from_rows(services.directory.connections(), table))
         except Exception:
             _log.failure("trunk registrations could not be updated")
-        self._next = services.clock.callLater(table.sync_interval, self.sync)
+        if hasattr(services.directory, "version"):
+            # a live snapshot changes with provisioning: follow it (a fixed
+            # directory, in tests and tools, is read once)
+            self._next = services.clock.callLater(table.sync_interval, self.sync)
 
     @hookimpl
     def b2bua_unconfigure(self) -> Deferred[None] | None:

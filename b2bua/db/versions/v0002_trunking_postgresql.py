@@ -44,6 +44,7 @@ CREATE TABLE trunks (
     name TEXT NOT NULL,
     auth_mode TEXT NOT NULL,
     allowed_sources JSONB NOT NULL,
+    address TEXT NOT NULL,
     account_id BIGINT,
     transport TEXT NOT NULL,
     codecs JSONB NOT NULL,

@@ -47,6 +47,7 @@ CREATE TABLE trunks (
     name TEXT NOT NULL,
     auth_mode TEXT NOT NULL,
     allowed_sources TEXT NOT NULL,
+    address TEXT NOT NULL,
     account_id INTEGER,
     transport TEXT NOT NULL,
     codecs TEXT NOT NULL,

@@ -123,7 +123,7 @@ class ValidationTests(SynchronousTestCase):
         values = validate(TRUNK, {"customer_id": 1, "name": "pbx",
                                   "allowed_sources": ["192.0.2.9"]}, partial=False)
         self.assertEqual(values, {
-            "customer_id": 1, "name": "pbx", "allowed_sources": ["192.0.2.9/32"],
+            "customer_id": 1, "name": "pbx", "allowed_sources": ["192.0.2.9/32"], "address": "",
             "auth_mode": "ip", "transport": "udp", "codecs": [], "max_calls": 0,
             "max_calls_in": 0, "max_calls_out": 0, "max_cps": 0, "caller_id_format": {},
             "status": "active"})

@@ -724,6 +724,9 @@ class FakeDirectory:
     def __init__(self, rows: list[dict[str, Any]]) -> None:
         self.rows = rows
 
+    #: like the service's live snapshot (followed, not read once)
+    version = 1
+
     def connections(self) -> list[dict[str, Any]]:
         """The enabled connections."""
         return self.rows
