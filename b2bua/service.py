@@ -255,6 +255,8 @@ class SwitchService(MultiService):
         self.balance_store = self._balance_store()
         self.cdr_writer: CDRWriter | None = None
         self.recovery: Recovery | None = None
+        #: the services' C{extra}: what the plugins share (and the API reads)
+        self.plugin_state: dict[str, Any] = {}
         self.cdr_journal: Any = None
         self.registrar = Registrar(self.location, reactor)
         self.metrics.track_registrations(self.location.count)
@@ -406,7 +408,8 @@ class SwitchService(MultiService):
         mount(self.oam, make_api(self.repositories, database, self.oam.report_error,
                                  version=__version__,
                                  balances=BalanceAccess(self.balance_store,
-                                                        self.pm.get_plugin(CHARGING))))
+                                                        self.pm.get_plugin(CHARGING)),
+                                 plugin_state=lambda: self.plugin_state))
         if database.dialect.name == "postgresql":
             await self._listen_for_changes(database, self.feed)
         if self.config.demo:
@@ -425,14 +428,13 @@ class SwitchService(MultiService):
         await self.recovery.start()
         self._check_running()
         services = Services(self.reactor, self.snapshot, self.registrar, self.location,
-                            self.metrics, extra={"balance_store": self.balance_store,
-                                                 "cdr_writer": self.cdr_writer,
-                                                 "redis": self.balances_redis,
-                                                 "send_request": self.transactions.send_request,
-                                                 "local_address": self.transport.local_address,
-                                                 "user_agent": self.config.sip.user_agent,
-                                                 "tariffs": provisioned.tariffs,
-                                                 "payer": provisioned.payer})
+                            self.metrics, extra=self.plugin_state)
+        self.plugin_state.update({
+            "balance_store": self.balance_store, "cdr_writer": self.cdr_writer,
+            "redis": self.balances_redis, "send_request": self.transactions.send_request,
+            "local_address": self.transport.local_address,
+            "user_agent": self.config.sip.user_agent, "tariffs": provisioned.tariffs,
+            "payer": provisioned.payer})
         self.pm.hook.b2bua_configure.call_historic(
             kwargs={"services": services, "settings": dict(self.config.plugins.settings)})
         for listener in self.config.sip.listen:

@@ -10,6 +10,7 @@
     POST   /api/v1/rating/quote         the cost of one call, explained (any key)
     POST   /api/v1/routing/explain      the ranked routes of one call, explained (any key)
     POST   /api/v1/routing/blend        a sales tariff blended from vendor tariffs
+    GET    /api/v1/trunking/status      registrations, probes, limits (with C{plugin_state=})
     GET    /api/v1/balances/customers/<id>        a tenant's balance (with C{balances=})
     POST   /api/v1/balances/customers/<id>/topup  top it up, re-arm its live calls
 
@@ -35,6 +36,7 @@ C{/api/v1/v1/...}.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.logger import Logger
@@ -52,6 +54,7 @@ from oam.api.openapi import OpenAPIResource, build_document
 from oam.api.quote import QuoteResource
 from oam.api.rates import ImportResource, tariff_body_check
 from oam.api.routing import ExplainResource
+from oam.api.trunking import TrunkingStatusResource
 from oam.resource import ErrorReporter, NotFound, request_path
 
 __all__ = ["ApiRoot", "make_api", "mount", "reporter"]
@@ -100,7 +103,8 @@ class ApiRoot(Resource):
 
 def make_api(repositories: dict[str, Any], database: Any, report: Any, *,
              version: str = "0", base: str = "/api/v1",
-             balances: BalanceAccess | None = None) -> ApiRoot:
+             balances: BalanceAccess | None = None,
+             plugin_state: Callable[[], Mapping[str, Any]] | None = None) -> ApiRoot:
     """Build the API resources over the provisioning repositories.
 
     @param repositories: collection name -> repository, one per entity of
@@ -115,6 +119,8 @@ def make_api(repositories: dict[str, Any], database: Any, report: Any, *,
     @param balances: the balance store and live sessions: serves
         C{/balances/customers/...} (L{oam.api.balances}); not served
         without (it also needs the C{ledger} repository).
+    @param plugin_state: gives the services' C{extra} mapping (the plugins'
+        live state): serves C{/trunking/status} (L{oam.api.trunking}).
     @raise KeyError: when a repository keys need is missing (C{resellers},
         C{customers}, C{accounts}, C{api_keys}).  Other collections without
         a repository (C{cards} when no PIN secret is configured) are left
@@ -146,7 +152,12 @@ def make_api(repositories: dict[str, Any], database: Any, report: Any, *,
         if "ledger" not in repositories:
             raise KeyError("the balance routes need the repository of ledger")
         root.putChild(b"balances", BalancesRoot(context, balances))
-    document = build_document(version, served, base=base, balances=balances is not None)
+    if plugin_state is not None:
+        trunking = ApiRoot()
+        trunking.putChild(b"status", TrunkingStatusResource(context, plugin_state))
+        root.putChild(b"trunking", trunking)
+    document = build_document(version, served, base=base, balances=balances is not None,
+                              trunking=plugin_state is not None)
     root.putChild(b"openapi.json", OpenAPIResource(context, document))
     return root
 

@@ -533,10 +533,31 @@ def _error_schemas() -> dict[str, Any]:
     }
 
 
+def _trunking_paths() -> dict[str, Any]:
+    """C{GET /trunking/status} (L{oam.api.trunking})."""
+    any_list = {"type": "array", "items": {"type": "object"}}
+    status = {"type": "object", "required": ["registrations", "connections", "limits",
+                                             "quality"],
+              "properties": {"registrations": any_list, "connections": any_list,
+                             "limits": {"type": ["array", "null"],
+                                        "items": {"type": "object"}},
+                             "limits_error": {"type": "string"},
+                             "quality": {"type": "object"}}}
+    return {"/trunking/status": {"get": {
+        "operationId": "get_trunking_status", "summary": "The vendor trunks now",
+        "description": "Admin keys only.  Outbound registrations, probed and parked "
+                       "connections, calls counted against limits, rolling ASR/ACD/PDD.",
+        "tags": ["trunking"],
+        "responses": {"200": _json(status, "The state on this node."),
+                      **_responses(401, 403, 500)}}}}
+
+
 def build_document(version: str, entities: tuple[Entity, ...] = ENTITIES,
-                   base: str = "/api/v1", *, balances: bool = False) -> dict[str, Any]:
+                   base: str = "/api/v1", *, balances: bool = False,
+                   trunking: bool = False) -> dict[str, Any]:
     """The OpenAPI document of the API serving C{entities} under C{base}
-    (and the balance routes when C{balances})."""
+    (and the balance routes when C{balances}, the trunking status when
+    C{trunking})."""
     schemas: dict[str, Any] = _error_schemas()
     paths: dict[str, Any] = {"/openapi.json": {"get": {
         "operationId": "get_openapi", "summary": "This document", "security": [],
@@ -557,6 +578,8 @@ def build_document(version: str, entities: tuple[Entity, ...] = ENTITIES,
     if balances:
         paths.update(_balance_paths())
         schemas.update(_balance_schemas())
+    if trunking:
+        paths.update(_trunking_paths())
     responses = {}
     for code, (description, schema) in ERRORS.items():
         responses[f"E{code}"] = _json(_ref(schema), description)
@@ -572,7 +595,8 @@ def build_document(version: str, entities: tuple[Entity, ...] = ENTITIES,
         "tags": [{"name": "meta"}, *({"name": e.collection} for e in entities),
                  *([{"name": "rating"}] if "/rating/quote" in paths else []),
                  *([{"name": "routing"}] if "/routing/explain" in paths else []),
-                 *([{"name": "balances"}] if balances else [])],
+                 *([{"name": "balances"}] if balances else []),
+                 *([{"name": "trunking"}] if trunking else [])],
         "paths": paths,
         "components": {"schemas": schemas, "responses": responses,
                        "securitySchemes": {"bearerAuth": {

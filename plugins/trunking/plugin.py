@@ -153,6 +153,7 @@ class Trunking:
                                    provisioned_limits(services.directory), limits)
         self.limiter.start()
         services.extra["trunk_limiter"] = self.limiter
+        services.extra["trunk_stats"] = self.stats
 
     @hookimpl
     def b2bua_unconfigure(self) -> None:
@@ -243,6 +244,8 @@ class Trunking:
             return None
         if call.data.pop("trunk_source_ok", True) is False:
             return WRONG_SOURCE
+        if state.emergency:
+            return None  # an emergency call is never refused by a limit
         if state.direction == "out":
             if state.trunk is None:
                 return None

@@ -134,9 +134,10 @@ class Api:
         return value or 0.0
 
 
-async def open_api(testcase: Any) -> Api:
+async def open_api(testcase: Any, plugin_state: Any = None) -> Api:
     """A migrated SQLite database in the test's temporary directory and the
-    API over it; everything is closed after the test."""
+    API over it (with the plugins' state C{plugin_state}, a zero-argument
+    callable, when given); everything is closed after the test."""
     path = os.path.abspath(testcase.mktemp()) + ".db"
     database = Database(f"sqlite:///{path}", reactor)
     testcase.addCleanup(database.close)
@@ -144,7 +145,8 @@ async def open_api(testcase: Any) -> Api:
     repos = repositories(database, ChangeFeed(), SECRET)
     metrics = Metrics()
     site = OAMSite(metrics, lambda: True, lambda: None, lambda: False, VERSION)
-    mount(site, make_api(repos, database, site.report_error, version=VERSION))
+    mount(site, make_api(repos, database, site.report_error, version=VERSION,
+                         plugin_state=plugin_state))
     return Api(database, repos, Builder(repos), metrics, site, StubTreq(site.resource))
 
 

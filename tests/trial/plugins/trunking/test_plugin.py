@@ -46,7 +46,8 @@ def directory(**trunk: Any) -> Directory:
                  "caller_id_format": {}, "status": "active", **trunk}
     vendors = [{"id": n, "name": f"vendor{n}", "status": "active"} for n in VENDORS]
     tariffs = [{"id": n, "name": f"deck{n}", "currency": "EUR",
-                "document": deck(("44", PRICES[n], 1, 1))} for n in VENDORS]
+                "document": deck(("44", PRICES[n], 1, 1), *([("999", "0")] if n == 3 else []))}
+               for n in VENDORS]
     connections = [{"id": n, "vendor_id": n, "name": f"c{n}", "address": f"{host}:5060",
                     "transport": "udp", "tariff_id": n, "enabled": True, "max_calls": 0,
                     "max_calls_in": 0, "max_calls_out": 0, "max_cps": 0, "weight": 0,
@@ -54,7 +55,8 @@ def directory(**trunk: Any) -> Directory:
                     "failover_codes": [408, 480, "5xx"], "caller_id_format": {},
                     "inbound_sources": [f"{host}/32"]} for n, host in VENDORS.items()]
     plan = {"id": 1, "name": "uk", "strategy": "lcr",
-            "entries": [{"prefix": "44", "connection_ids": [1, 2, 3]}]}
+            "entries": [{"prefix": "44", "connection_ids": [1, 2, 3]},
+                        {"prefix": "999", "connection_ids": [3]}]}
     did = {"id": 1, "number": DID, "customer_id": 1, "target_kind": "account",
            "target": "10", "status": "active"}
     return Directory.from_rows({
@@ -224,6 +226,27 @@ class TrunkingTests(SynchronousTestCase):
         self.vendors[2].incoming[1].reject(404)
         self.h.flush()
         self.assertEqual(other.code, 404)
+        self.h.settle()
+        self.h.stop()
+
+    def test_emergency_beyond_limits(self) -> None:
+        """An emergency number is routed even when the trunk is full, and
+        is not charged."""
+        self.h.stop()
+        self.start(max_calls_out=1)
+        first = self.dial("+442079460000")
+        self.vendors[2].incoming[0].answer()
+        self.h.flush()
+        emergency = self.dial("999")
+        (incoming,) = self.vendors[3].incoming
+        self.assertEqual(incoming.invite.uri.user, "999")
+        incoming.answer()
+        self.h.flush()
+        self.assertEqual(emergency.code, 200)
+        emergency.hangup()
+        self.h.flush()
+        self.assertEqual(self.recorder.data[-1]["uncharged"], "emergency")
+        first.hangup()
         self.h.settle()
         self.h.stop()
 
