@@ -49,6 +49,7 @@ from b2bua.hookspecs import hookimpl
 from b2bua.sip.errors import ParseError
 from b2bua.sip.interfaces import Source
 from b2bua.sip.message import Request, Response
+from b2bua.sip.offer_answer import filter_codecs
 from plugins.trunking.call_limiter import CallLimiter, LimitSettings, provisioned_limits
 from plugins.trunking.identity import (
     apply_privacy,
@@ -339,6 +340,36 @@ class Trunking:
             set_calling_number(request, user)
             assert_identity(request, number, domain=request.uri.host)
         apply_privacy(request, identity.privacy, next_hop_trusted=self.trusted_vendors)
+
+    @hookimpl
+    def b2bua_rewrite_sdp(self, call: Call, leg: Any, sdp: Any, direction: str) -> None:
+        """Offers towards a vendor or a trunk keep only the codecs both
+        the connection and the trunk allow (empty lists allow anything);
+        RFC 4733 telephone events always stay.  A stream left with no
+        codec is rejected (port 0): the callee then refuses the call and
+        the hunt moves on."""
+        state = call.data.get(NAME)
+        if direction != "offer" or not isinstance(state, TrunkCall) or self.services is None:
+            return
+        label = getattr(getattr(leg, "destination", None), "label", "")
+        directory = self.services.directory
+        allowed: list[list[str]] = []
+        connection_id = connection_of(label)
+        if connection_id is not None:
+            connection = directory.connection(connection_id)
+            allowed.append(list((connection or {}).get("codecs") or []))
+            allowed.append(list((state.trunk or {}).get("codecs") or []))
+        elif label.startswith("trunk:") and state.direction == "in":
+            trunk = directory.trunk(_int(label[len("trunk:"):]))
+            allowed.append(list((trunk or {}).get("codecs") or []))
+            allowed.append(list((state.connection or {}).get("codecs") or []))
+        lists = [names for names in allowed if names]
+        if not lists:
+            return
+        names = set.intersection(*({name.lower() for name in names} for names in lists))
+        for media in sdp.media:
+            if not media.rejected:
+                filter_codecs(media, names, keep_telephone_event=True)
 
     # -- failover -----------------------------------------------------------------------
 

@@ -250,6 +250,24 @@ class TrunkingTests(SynchronousTestCase):
         self.h.settle()
         self.h.stop()
 
+    def test_codecs(self) -> None:
+        """The offer to a vendor keeps only the codecs both the trunk and
+        the connection allow, and telephone events."""
+        self.h.stop()
+        self.start(codecs=["PCMA", "PCMU"])
+        self.h.directory._connections[2] = {**self.h.directory._connections[2],
+                                            "codecs": ["PCMA", "G729"]}
+        call = self.dial("+442079460000")
+        offer = self.vendors[2].incoming[0].invite.body.decode()
+        self.assertIn("RTP/AVP 8", offer.replace(" 101", ""))
+        self.assertNotIn("PCMU", offer)
+        self.vendors[2].incoming[0].answer()
+        self.h.flush()
+        self.assertEqual(call.code, 200)
+        call.hangup()
+        self.h.settle()
+        self.h.stop()
+
     def test_invalid_number(self) -> None:
         """What the dial plan cannot read is 484, before any vendor."""
         call = self.dial("12")
