@@ -261,6 +261,7 @@ def _leg(index: int, leg: LegRecord, charge: Any, problems: list[str]) -> dict[s
     out: dict[str, Any] = {
         "attempt": index + 1, "destination": _text(leg.destination), "uri": _text(leg.uri),
         "vendor": _text(_get(charge, "vendor")), "started_at": _iso(leg.started_at),
+        "ringing_at": _iso(getattr(leg, "ringing_at", None)),
         "answered_at": _iso(leg.answered_at), "ended_at": _iso(leg.ended_at),
         "code": leg.code, "reason": _text(leg.reason),
         "billsec": _billsec(leg.answered_at, leg.ended_at), "cost": None, "currency": "",

@@ -60,7 +60,13 @@ class CallState(enum.StrEnum):
 
 @dataclass
 class LegRecord:
-    """One attempt (B leg) of a call, for the CDR."""
+    """One attempt (B leg) of a call, for the CDR.
+
+    @ivar ended_at: when an unanswered attempt ended (its final response,
+        its failure, or the call giving up on it); the call's end for the
+        answered one.
+    @ivar ringing_at: its first ringing (post-dial delay), if it rang.
+    """
 
     destination: str
     uri: str
@@ -69,6 +75,7 @@ class LegRecord:
     ended_at: float | None
     code: int | None
     reason: str
+    ringing_at: float | None = None
 
 
 @dataclass
@@ -332,6 +339,7 @@ class Call:
             return
         leg.cancel('SIP;cause=102;text="no answer to the set-up"')
         leg.failure = TransactionTimeout("set-up timeout")
+        leg.ended_at = self.context.clock.seconds()
         if self._abandoned is None:
             self._abandoned = set()
         self._abandoned.add(leg.index)
@@ -357,6 +365,7 @@ class Call:
             if not leg.done:
                 leg.cancel('SIP;cause=408;text="ring timeout"')
                 leg.failure = TransactionTimeout("ring timeout")
+                leg.ended_at = self.context.clock.seconds()
         self._responses.append(Response(408, "Request Timeout"))
         self._step_failed(None)
 
@@ -630,10 +639,13 @@ class Call:
             tenant=self.tenant, received_at=self.received_at, answered_at=self.answered_at,
             ended_at=now, code=code, reason=reason, disconnect=disconnect,
             legs=[LegRecord(leg.destination.label, str(leg.destination.uri), leg.started_at,
-                            leg.answered_at, now,
+                            leg.answered_at,
+                            leg.ended_at if leg.ended_at is not None
+                            and leg.answered_at is None else now,
                             leg.final.code if leg.final is not None else None,
                             leg.final.reason if leg.final is not None else
-                            type(leg.failure).__name__ if leg.failure else "")
+                            type(leg.failure).__name__ if leg.failure else "",
+                            leg.ringing_at)
                   for leg in self.b_legs])
         self._set_state(CallState.ENDED)
         self.context.call_ended(self, record, self._cancelled)

@@ -297,6 +297,11 @@ class ClientLeg(Leg):
         self.cancelled = False
         self.started_at = call.context.clock.seconds()
         self.answered_at: float | None = None
+        #: the first ringing (a provisional response other than 100): post-dial delay
+        self.ringing_at: float | None = None
+        #: when the attempt ended unanswered (its final response, its failure,
+        #: or when the call gave up on it)
+        self.ended_at: float | None = None
         #: a 2xx whose ACK waits for the caller's answer (late offer)
         self.awaiting_ack_body: Response | None = None
 
@@ -318,6 +323,8 @@ class ClientLeg(Leg):
     def response_received(self, response: Response, transaction: object) -> None:
         """A response to our INVITE (every 2xx of a fork included)."""
         if response.code < 200:
+            if response.code > 100 and self.ringing_at is None:
+                self.ringing_at = self.context.clock.seconds()
             tag = response.to.tag
             if tag and response.code > 100 and tag not in self.early and self.final is None:
                 try:
@@ -341,6 +348,8 @@ class ClientLeg(Leg):
             self._confirm(response)
         else:
             self.final = response
+            if self.ended_at is None:
+                self.ended_at = self.context.clock.seconds()
             for dialog in self.early.values():
                 dialog.terminate()
                 self.context.unregister_dialog(dialog)
@@ -352,6 +361,8 @@ class ClientLeg(Leg):
         """Timer B or a transport failure: no final response will come."""
         if self.final is None:
             self.failure = error
+            if self.ended_at is None:
+                self.ended_at = self.context.clock.seconds()
             self.call.leg_failed(self, error)
 
     # -- dialog handling -------------------------------------------------------

@@ -98,6 +98,8 @@ class TrunkCall:
     routes: dict[str, RankedRoute] = field(default_factory=dict)
     ranking: Ranking | None = None
     attempts: dict[str, str] = field(default_factory=dict)
+    #: labels of the attempts already counted as over (failed, the hunt moved on)
+    over: set[str] = field(default_factory=set)
     emergency: bool = False
 
 

@@ -395,11 +395,13 @@ class Trunking:
             prober = self.services.extra.get("trunk_prober") if self.services else None
             if seconds and prober is not None:
                 prober.mark_unavailable(connection_id, seconds)
+        self._attempt_over(state, leg)
         if row is not None and not fails_over(code, _failover_codes(row)) and code != 408:
             return StopHunting(code, response.reason if response is not None else None,
                                source=NAME)
         assert self.stats is not None
         self.stats.failed_over(str(connection_id))
+        self._attempt_over(state, leg)
         return Hunt(source=NAME)
 
     # -- the end -------------------------------------------------------------------------
@@ -432,13 +434,29 @@ class Trunking:
             connection_id = connection_of(leg.destination)
             if connection_id is None or leg.destination not in state.attempts:
                 continue
-            answered = leg.answered_at is not None
-            talk = (leg.ended_at or leg.answered_at or 0) - (leg.answered_at or 0)
-            self.stats.ended(str(connection_id), "out", answered, talk)
+            if leg.destination not in state.over:
+                answered = leg.answered_at is not None
+                talk = (leg.ended_at or leg.answered_at) - leg.answered_at \
+                    if leg.answered_at is not None else 0.0
+                pdd = leg.ringing_at - leg.started_at if leg.ringing_at is not None else None
+                self.stats.ended(str(connection_id), "out", answered, talk or 0.0, pdd)
             legs[leg.destination] = self._leg_charge(state, connection_id, leg)
         if legs:
             call.data["legs"] = legs
         return self.limiter.call_ended(call.id) if self.limiter is not None else None
+
+    def _attempt_over(self, state: TrunkCall, leg: Any) -> None:
+        """A failed attempt no longer counts as a current call (its figures
+        are counted now, not when the whole call ends)."""
+        label = getattr(getattr(leg, "destination", None), "label", "")
+        connection_id = connection_of(label)
+        if connection_id is None or label in state.over or label not in state.attempts:
+            return
+        state.over.add(label)
+        assert self.stats is not None
+        ringing = getattr(leg, "ringing_at", None)
+        pdd = ringing - leg.started_at if ringing is not None else None
+        self.stats.ended(str(connection_id), "out", False, 0.0, pdd)
 
     def _leg_charge(self, state: TrunkCall, connection_id: int, leg: Any) -> dict[str, Any]:
         """The vendor and its cost of one attempt (0 unless answered)."""

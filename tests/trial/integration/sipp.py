@@ -296,12 +296,13 @@ def run_sipp(
     local_port: int | None = None,
     recv_timeout: float | None = 5.0,
     sipp: str = "sipp",
+    local_ip: str = "127.0.0.1",
 ) -> Deferred[SippResult]:
     """Run one bounded sipp UAC against C{target} and report how it went.
 
     sipp runs in a fresh temporary folder (removed afterwards) with::
 
-        sipp -sf SCENARIO TARGET -t u1|t1 -i 127.0.0.1 -p PORT -m CALLS
+        sipp -sf SCENARIO TARGET -t u1|t1 -i LOCAL_IP -p PORT -m CALLS
              -timeout Nms -timeout_error -recv_timeout M -nostdin
              -trace_stat -stf stats.csv -trace_err -error_file errors.log
              -trace_screen -screen_file screen.log [EXTRA_ARGS...]
@@ -321,12 +322,15 @@ def run_sipp(
         it fails (C{-recv_timeout}), or C{None} to wait until the global
         timeout.
     @param sipp: the program to run; pass what L{require_program} returned.
+    @param local_ip: the loopback address sipp binds and sends from (C{-i}),
+        such as C{"127.0.0.21"} when the switch tells peers apart by their
+        source address.
     @return: a L{Deferred} firing with a L{SippResult} once sipp has exited
         by itself, whatever its exit code, or failing with L{SippTimeoutError}
         when it had to be killed.
     """
     return _run(reactor, scenario_path, [target], transport, extra_args, timeout,
-                calls, local_port, recv_timeout, sipp)  # fmt: skip
+                calls, local_port, recv_timeout, sipp, local_ip)  # fmt: skip
 
 
 def run_sipp_uas(
@@ -339,11 +343,12 @@ def run_sipp_uas(
     calls: int = 1,
     recv_timeout: float | None = 5.0,
     sipp: str = "sipp",
+    local_ip: str = "127.0.0.1",
 ) -> Deferred[SippResult]:
     """Run one bounded sipp UAS (a callee) listening on C{local_port}.
 
     The command line is L{run_sipp}'s without a target: sipp waits for
-    C{calls} calls to come to C{127.0.0.1:local_port}, plays the scenario
+    C{calls} calls to come to C{local_ip:local_port}, plays the scenario
     for each, and exits.  Use L{wait_for_port} before starting the caller,
     since sipp needs a moment to bind.
 
@@ -360,10 +365,12 @@ def run_sipp_uas(
     @param recv_timeout: seconds a call waits for an expected message
         (C{-recv_timeout}), or C{None} to wait until the global timeout.
     @param sipp: the program to run; pass what L{require_program} returned.
+    @param local_ip: the loopback address to listen on (C{-i}); give the
+        same to L{wait_for_port}.
     @return: like L{run_sipp}'s.
     """
     return _run(reactor, scenario_path, [], transport, extra_args, timeout,
-                calls, local_port, recv_timeout, sipp)  # fmt: skip
+                calls, local_port, recv_timeout, sipp, local_ip)  # fmt: skip
 
 
 def _run(
@@ -377,6 +384,7 @@ def _run(
     local_port: int | None,
     recv_timeout: float | None,
     sipp: str,
+    local_ip: str = "127.0.0.1",
 ) -> Deferred[SippResult]:
     """Start one bounded sipp with C{targets} (one for a UAC, none for a UAS)."""
     if transport not in TRANSPORTS:
@@ -393,7 +401,7 @@ def _run(
     args = [
         sipp, "-sf", scenario_path, *targets,
         "-t", transport,
-        "-i", "127.0.0.1",
+        "-i", local_ip,
         "-p", str(local_port),
         "-m", str(calls),
         "-timeout", f"{round(timeout * 1000)}ms",
@@ -451,13 +459,15 @@ class PortWaitTimeout(Exception):
     """Nothing listened on the port in time (or the sipp meant to had ended)."""
 
 
-def port_in_use(port: int, kind: str = "udp") -> bool:
-    """Return whether something has bound C{127.0.0.1:port} for C{kind}.
+def port_in_use(port: int, kind: str = "udp", host: str = "127.0.0.1") -> bool:
+    """Return whether something has bound C{host:port} for C{kind}.
 
     It tries to bind the port itself and reports C{EADDRINUSE}; the probe
     socket is closed at once.
 
     @param kind: C{"udp"} or C{"tcp"}.
+    @param host: the loopback address to probe (another 127.0.0.0/8
+        address when a peer was started with its own C{local_ip}).
     @raise ValueError: for any other C{kind}.
     """
     kinds = {"udp": socket.SOCK_DGRAM, "tcp": socket.SOCK_STREAM}
@@ -465,7 +475,7 @@ def port_in_use(port: int, kind: str = "udp") -> bool:
         raise ValueError(f"kind must be 'udp' or 'tcp', not {kind!r}")
     with socket.socket(socket.AF_INET, kinds[kind]) as probe:
         try:
-            probe.bind(("127.0.0.1", port))
+            probe.bind((host, port))
         except OSError as error:
             if error.errno == errno.EADDRINUSE:
                 return True
@@ -480,8 +490,9 @@ def wait_for_port(
     timeout: float = 5.0,
     interval: float = 0.05,
     ended: Deferred[SippResult] | None = None,
+    host: str = "127.0.0.1",
 ) -> Deferred[None]:
-    """Fire once something listens on C{127.0.0.1:port}, polling every C{interval}.
+    """Fire once something listens on C{host:port}, polling every C{interval}.
 
     @param reactor: provides C{callLater}.
     @param kind: C{"udp"} or C{"tcp"}.
@@ -490,6 +501,8 @@ def wait_for_port(
         L{run_sipp_uas}); once it has fired the wait fails at once instead
         of waiting for the timeout.  It is not consumed: its result stays
         for its owner.
+    @param host: the loopback address the listener was given (the
+        C{local_ip} of L{run_sipp_uas}).
     @return: a L{Deferred} firing with C{None}, or failing with
         L{PortWaitTimeout}.
     """
@@ -507,14 +520,14 @@ def wait_for_port(
 
     def poll() -> None:
         """Check the port; try again later, succeed or give up."""
-        if port_in_use(port, kind):
+        if port_in_use(port, kind, host):
             result.callback(None)
         elif outcome:
             account = outcome[0].describe() if isinstance(outcome[0], SippResult) else outcome[0]
             result.errback(PortWaitTimeout(
-                f"sipp ended before listening on {kind} port {port}\n{account}"))  # fmt: skip
+                f"sipp ended before listening on {kind} {host}:{port}\n{account}"))  # fmt: skip
         elif waited[0] >= timeout:
-            result.errback(PortWaitTimeout(f"nothing listened on {kind} port {port} "
+            result.errback(PortWaitTimeout(f"nothing listened on {kind} {host}:{port} "
                                            f"within {timeout:g} s"))  # fmt: skip
         else:
             waited[0] += interval

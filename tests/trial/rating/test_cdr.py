@@ -80,7 +80,7 @@ class BuildTests(SynchronousTestCase):
         self.assertEqual(first, {
             "attempt": 1, "destination": "vendor:slow", "uri": "sip:+3120555@192.0.2.1",
             "vendor": "Slow Carrier", "started_at": "2023-11-14T22:13:20.100000Z",
-            "answered_at": None, "ended_at": "2023-11-14T22:14:25.500000Z", "code": 503,
+            "ringing_at": None, "answered_at": None, "ended_at": "2023-11-14T22:14:25.500000Z", "code": 503,
             "reason": "Service Unavailable", "billsec": 0, "cost": "0", "currency": ""})
         self.assertEqual((second["attempt"], second["vendor"], second["code"],
                           second["billsec"], second["cost"], second["currency"],
