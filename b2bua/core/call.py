@@ -147,9 +147,7 @@ class Call:
         self.state = CallState.RECEIVED
         self.identity = identity
         self.tenant = tenant
-        caller = request.from_.copy()
-        caller.tag = None
-        self.caller: NameAddress = caller
+        self.caller: NameAddress = request.from_.without_tag()
         self.callee = request.uri
         self.data: dict[str, Any] = {}
         self.received_at = context.clock.seconds()
@@ -499,13 +497,18 @@ class Call:
         self.context.clock.callLater(0, self._compact)
 
     def _compact(self) -> None:
-        """The call is set up: the messages its legs keep for the rest of it
-        drop their parsed headers (a long call costs their text only)."""
+        """The call is set up: the answering leg lets go of its INVITE and
+        answer once it ACKed it (late offer: when it does), the caller's
+        INVITE packs its header fields until the caller's ACK lets it go
+        (L{Message.compact}), and the hunt's lists are emptied."""
+        if self.a_leg.request is not None:
+            self.a_leg.request.compact()
         leg = self.answered_leg
-        for message in (self.a_leg.request, getattr(leg, "invite", None),
-                        getattr(leg, "final", None), getattr(leg, "ack", None)):
-            if message is not None:
-                message.compact()
+        if leg is not None:
+            leg.release_setup()
+        self._steps.clear()
+        self._step_legs.clear()
+        self._responses.clear()
 
     def _ack_timeout(self) -> None:
         self.hangup('SIP;cause=408;text="no ACK"', disconnect="no-ack")

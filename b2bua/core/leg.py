@@ -90,6 +90,8 @@ class Leg:
 
     log = Logger()
     role = "leg"
+    #: whether session refreshes toward this leg may be UPDATEs (RFC 4028)
+    allows_update = False
 
     def __init__(self, call: Call) -> None:
         self.call = call
@@ -180,10 +182,14 @@ class Leg:
 class ServerLeg(Leg):
     """The caller's side: we answer its INVITE.
 
-    @ivar request: the INVITE that started the call.
-    @ivar transaction: its INVITE server transaction.
+    @ivar request: the INVITE that started the call; C{None} once the
+        caller has ACKed our 2xx (the dialog holds what the call needs).
+    @ivar transaction: its INVITE server transaction; C{None} from then on
+        too.
     @ivar source: where it came from.
     @ivar local_tag: our To tag toward the caller (one for every response).
+    @ivar allows_update: the caller's INVITE listed UPDATE in its C{Allow}
+        (session refreshes toward it are UPDATEs then).
     """
 
     role = "caller"
@@ -191,19 +197,37 @@ class ServerLeg(Leg):
     def __init__(self, call: Call, request: Request, transaction: Any, source: Source,
                  local_tag: str) -> None:
         super().__init__(call)
-        self.request = request
+        self.request: Request | None = request
         self.transaction = transaction
         self.source = source
         self.local_tag = local_tag
         self.flow = source.reply_target()
         self.final_sent: int | None = None
+        self.allows_update = "UPDATE" in (request.headers.get("allow") or "").upper()
+
+    def _invite(self) -> Request:
+        """The caller's INVITE (only asked for before the final response)."""
+        if self.request is None:
+            raise RuntimeError("the INVITE of an established call is not kept")
+        return self.request
+
+    def ack_received(self, ack: Request) -> None:
+        """The caller's ACK of a 2xx: once it came for the answer, the INVITE
+        and its transaction are not needed any more (a long call keeps only
+        its dialog)."""
+        super().ack_received(ack)
+        if self.final_sent == 200 and self.request is not None:
+            # the transaction keeps the INVITE until Timer L: compact it
+            self.request.compact()
+            self.request = None
+            self.transaction = None
 
     def _contact(self) -> NameAddress:
         return self.context.contact_for(self.source.transport)
 
     def _ensure_dialog(self, confirmed: bool) -> None:
         if self.dialog is None:
-            dialog = Dialog.from_uas(self.request, self.local_tag, self._contact(),
+            dialog = Dialog.from_uas(self._invite(), self.local_tag, self._contact(),
                                      confirmed=confirmed)
             self.dialog = dialog
             self.context.register_dialog(dialog, self)
@@ -222,7 +246,7 @@ class ServerLeg(Leg):
             self._ensure_dialog(confirmed=False)
         except SIPError:
             pass
-        response = make_response(self.request, code, reason, to_tag=self.local_tag,
+        response = make_response(self._invite(), code, reason, to_tag=self.local_tag,
                                  headers=headers, body=body)
         self.context.stamp_response(response)
         self.transaction.respond(response)
@@ -241,7 +265,7 @@ class ServerLeg(Leg):
         extra = [("Contact", str(self._contact())), *list(headers or ())]
         if body and content_type:
             extra.append(("Content-Type", content_type))
-        response = make_response(self.request, 200, to_tag=self.local_tag, headers=extra,
+        response = make_response(self._invite(), 200, to_tag=self.local_tag, headers=extra,
                                  body=body)
         self.context.stamp_response(response)
         if body:
@@ -258,7 +282,7 @@ class ServerLeg(Leg):
         if self.final_sent is not None:
             return False
         self.final_sent = code
-        response = make_response(self.request, code, reason, to_tag=self.local_tag,
+        response = make_response(self._invite(), code, reason, to_tag=self.local_tag,
                                   headers=list(headers or ()))
         self.context.stamp_response(response)
         self.transaction.respond(response)
@@ -275,9 +299,15 @@ class ServerLeg(Leg):
 class ClientLeg(Leg):
     """A callee's side: we send it an INVITE.
 
+    Once the answer is relayed and ACKed the leg lets go of what only the
+    set-up needed (L{release_setup}): C{invite} and C{transaction} become
+    C{None} and C{final} keeps its status line only (code and reason, for
+    the CDR).
+
     @ivar destination: what the route asked for.
-    @ivar invite: the INVITE sent.
-    @ivar transaction: its INVITE client transaction.
+    @ivar invite: the INVITE sent (C{None} once the answer is ACKed).
+    @ivar invite_cseq: its CSeq number (the ACK of the answer carries it).
+    @ivar transaction: its INVITE client transaction (C{None} from then on).
     @ivar early: early dialogs by remote tag (a forking proxy may make several).
     @ivar final: the final response, once there is one.
     """
@@ -289,6 +319,7 @@ class ClientLeg(Leg):
         self.destination = destination
         self.index = index
         self.invite: Request | None = None
+        self.invite_cseq = 0
         self.transaction: Any = None
         self.early: dict[str, Dialog] = {}
         self.final: Response | None = None
@@ -313,6 +344,7 @@ class ClientLeg(Leg):
     def start(self, invite: Request, target: Target) -> None:
         """Send C{invite} to C{target} in a new client transaction."""
         self.invite = invite
+        self.invite_cseq = invite.cseq.number
         if invite.body:
             self.last_sdp = (invite.body, invite.headers.get("content-type"))
         self.flow = target if self.destination.next_hop is not None else None
@@ -338,7 +370,8 @@ class ClientLeg(Leg):
             self._prack_if_reliable(response)
         elif 200 <= response.code < 300:
             if self.final is not None and self.final.is_success:
-                if response.to.tag == self.final.to.tag:
+                answered = self.final.to.tag if self.dialog is None else self.dialog.remote_tag
+                if response.to.tag == answered:
                     self.resend_ack()  # a retransmission: our ACK was lost
                 else:
                     self._extra_answer(response)
@@ -394,12 +427,34 @@ class ClientLeg(Leg):
 
     def send_ack(self, response: Response, body: bytes = b"",
                  content_type: str | None = None) -> None:
-        """ACK the 2xx of the INVITE (kept, to re-send on a retransmitted 2xx)."""
+        """ACK the 2xx of the INVITE (kept, to re-send on a retransmitted 2xx).
+
+        When the answer was relayed already (a late offer: this ACK carries
+        the caller's answer) the leg then lets go of its set-up state.
+        """
         if self.dialog is None or self.invite is None:
             return
-        ack, hop = self.dialog.create_ack(self.invite.cseq.number, body, content_type)
+        ack, hop = self.dialog.create_ack(self.invite_cseq, body, content_type)
         self.ack = ack
         self._send_ack(ack, hop)
+        if self.call.is_answered:
+            # a late offer: the answer was relayed before this ACK
+            self.release_setup()
+
+    def release_setup(self) -> None:
+        """The answer is relayed and ACKed: drop the INVITE, its transaction
+        (which runs on by itself until Timer M, the INVITE compacted) and the
+        answer's header fields (C{final} keeps code and reason)."""
+        if self.ack is None:
+            return
+        if self.invite is not None:
+            self.invite.compact()
+        self.invite = None
+        self.transaction = None
+        final = self.final
+        if final is not None:
+            self.final = Response(final.code, final.reason)
+        self.ack.compact()
 
     def _send_ack(self, ack: Request, hop: URI) -> None:
         try:
@@ -415,14 +470,17 @@ class ClientLeg(Leg):
 
     def _extra_answer(self, response: Response) -> None:
         """A second 2xx from another fork: ACK it and hang it up."""
-        if self.invite is None:
-            return
-        contact = self.context.contact_for(self.transaction.target.transport)
         try:
-            dialog = Dialog.from_uac(self.invite, response, contact)
-        except SIPError:
+            if self.dialog is not None:
+                dialog = self.dialog.fork(response)
+            elif self.invite is not None:
+                dialog = Dialog.from_uac(self.invite, response, self.context.contact_for(
+                    self.transaction.target.transport))
+            else:
+                return
+        except (SIPError, ValueError):
             return
-        ack, hop = dialog.create_ack(self.invite.cseq.number)
+        ack, hop = dialog.create_ack(self.invite_cseq)
         self._send_ack(ack, hop)
         request, hop = dialog.create_request("BYE")
         self.context.stamp_request(request)

@@ -318,10 +318,7 @@ class Relay:
         headers = [("Session-Expires", f"{timer.interval};refresher=uac")] if timer else []
         body, content_type = leg.last_sdp
         method = "INVITE"
-        allow = ""
-        if leg is self.call.a_leg:
-            allow = self.call.a_leg.request.headers.get("allow") or ""
-        if "UPDATE" in allow.upper():
+        if leg.allows_update:
             method, body, content_type = "UPDATE", b"", None
 
         def answered(response: Response) -> None:

@@ -23,7 +23,7 @@ from b2bua.core.call import Call, CallRecord
 from b2bua.core.decisions import Hunt, StopHunting
 from b2bua.core.session_timer import MIN_SE, parse_session_expires
 from b2bua.sip.auth import DigestServer
-from b2bua.sip.dialog import Dialog, DialogId, DialogTable
+from b2bua.sip.dialog import Dialog, DialogTable
 from b2bua.sip.errors import SIPError
 from b2bua.sip.headers import NameAddress
 from b2bua.sip.interfaces import Source, Target
@@ -95,8 +95,8 @@ class Switch:
         self.calls: dict[str, Call] = {}
         self._calls_by_tx: dict[int, Call] = {}
         self._merged: dict[tuple[str, str, int], int] = {}
+        #: every dialog of a call, its leg in C{Dialog.user}
         self.dialogs = DialogTable()
-        self._legs: dict[DialogId, Leg] = {}
         self.draining = False
         self._contacts: dict[tuple[str, str, int], NameAddress] = {}
 
@@ -137,15 +137,14 @@ class Switch:
 
     def register_dialog(self, dialog: Dialog, leg: Leg) -> None:
         """Find C{leg} again from requests in C{dialog}."""
-        if dialog.id in self._legs:
+        if dialog.id in self.dialogs:
             return
+        dialog.user = leg
         self.dialogs.add(dialog)
-        self._legs[dialog.id] = leg
 
     def unregister_dialog(self, dialog: Dialog) -> None:
         """Forget C{dialog}."""
         self.dialogs.remove(dialog.id)
-        self._legs.pop(dialog.id, None)
 
     def build_invite(self, call: Call, leg: ClientLeg, destination: Destination,
                      target: Target) -> Request:
@@ -173,7 +172,8 @@ class Switch:
         body, content_type = call._rewritten_body(a, leg, "offer")
         if body and content_type:
             headers.append(("Content-Type", content_type))
-        request = Request("INVITE", destination.uri.copy(), headers, body)
+        # the Request-URI as text: parsed only if a plugin reads it
+        request = Request("INVITE", str(destination.uri), headers, body)
         self.stamp_request(request)
         return request
 
@@ -195,15 +195,25 @@ class Switch:
         return Hunt(source="core")
 
     def call_answered(self, call: Call, setup_seconds: float) -> None:
-        """Count the answer."""
+        """Count the answer; a CANCEL or a merged copy of the INVITE no
+        longer concerns the call (its leg lets the INVITE go once ACKed)."""
         self.metrics.observe_call_setup(setup_seconds)
+        self._forget_invite(call)
+
+    def _forget_invite(self, call: Call) -> None:
+        """Drop the call's INVITE from the CANCEL and merged-request tables
+        (what its leg still keeps of it: doing it twice is harmless)."""
+        leg = call.a_leg
+        if leg.transaction is not None:
+            self._calls_by_tx.pop(id(leg.transaction), None)
+        a = leg.request
+        if a is not None:
+            self._merged.pop((a.call_id, a.from_.tag or "", a.cseq.number), None)
 
     def call_ended(self, call: Call, record: CallRecord, cancelled: bool) -> None:
         """Forget the call and count it."""
         self.calls.pop(call.id, None)
-        self._calls_by_tx.pop(id(call.a_leg.transaction), None)
-        a = call.a_leg.request
-        self._merged.pop((a.call_id, a.from_.tag or "", a.cseq.number), None)
+        self._forget_invite(call)
         for leg in (call.a_leg, *call.b_legs):
             for dialog in [leg.dialog, *getattr(leg, "early", {}).values()]:
                 if dialog is not None:
@@ -252,7 +262,7 @@ class Switch:
     def response_received(self, response: Response, source: Source) -> None:
         """A 2xx that matched no transaction: re-send our ACK."""
         dialog = self.dialogs.match_response(response)
-        leg = self._legs.get(dialog.id) if dialog is not None else None
+        leg = dialog.user if dialog is not None else None
         if leg is not None and hasattr(leg, "resend_ack"):
             leg.resend_ack()
 
@@ -274,7 +284,7 @@ class Switch:
             dialog = self.dialogs.match(request)
         except Exception:
             return None
-        return self._legs.get(dialog.id) if dialog is not None else None
+        return dialog.user if dialog is not None else None  # type: ignore[return-value]
 
     def _in_dialog(self, request: Request, transaction: Any) -> None:
         leg = self._leg_for(request)

@@ -16,11 +16,11 @@ and carries the request to the next hop this module names.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from b2bua.sip.errors import ParseError, SIPError
-from b2bua.sip.headers import NameAddress, header_key
+from b2bua.sip.headers import NameAddress, header_key, parse_name_addr
 from b2bua.sip.message import Request, Response, make_response
 from b2bua.sip.uri import URI
 
@@ -91,11 +91,12 @@ def _dialog_contact(message: Request | Response) -> URI:
     return contacts[0].uri.copy()
 
 
-def _without_tag(address: NameAddress) -> NameAddress:
-    """A copy of C{address} with its C{tag} parameter removed."""
-    copy = address.copy()
-    copy.tag = None
-    return copy
+def _without_tag(address: NameAddress | str) -> str:
+    """C{address} as header text without its C{tag} parameter (display name
+    always quoted); text is taken as it is."""
+    if isinstance(address, str):
+        return address
+    return str(address.without_tag())
 
 
 def _rseq(response: Response) -> int | None:
@@ -121,7 +122,9 @@ class Dialog:
     forking loser ends any).  Terminated dialogs send and accept nothing.
 
     C{local_uri} and C{remote_uri} are the From/To addresses without their
-    tags (display name kept); tags live in C{local_tag}/C{remote_tag}.
+    tags (display name kept); tags live in C{local_tag}/C{remote_tag}.  A
+    dialog keeps them as header text (what its requests carry): reading one
+    parses a new L{NameAddress}, setting one replaces the text.
 
     @ivar uac: C{True} when we sent the dialog-creating request.
     @ivar local_seq: CSeq number of our last request, C{None} before the first.
@@ -130,22 +133,31 @@ class Dialog:
     @ivar route_set: the route set, in the order requests carry it.
     @ivar secure: C{True} for a SIPS dialog (requests must go over TLS).
     @ivar local_contact: our Contact, written into target-refresh requests.
+    @ivar user: free for the dialog's user (the core keeps its leg here).
     """
 
+    __slots__ = ("_id", "_last_rseq", "_local_uri", "_remote_uri", "call_id", "local_contact",
+                 "local_seq", "local_tag", "remote_seq", "remote_tag", "remote_target",
+                 "route_set", "secure", "state", "uac", "user")
+
     def __init__(self, *, call_id: str, local_tag: str, remote_tag: str | None,
-                 local_uri: NameAddress, remote_uri: NameAddress, remote_target: URI,
-                 local_contact: NameAddress, route_set: list[NameAddress] | None = None,
+                 local_uri: NameAddress | str, remote_uri: NameAddress | str,
+                 remote_target: URI, local_contact: NameAddress,
+                 route_set: Sequence[NameAddress] | None = None,
                  local_seq: int | None = None, remote_seq: int | None = None,
                  secure: bool = False, state: DialogState = DialogState.EARLY,
                  uac: bool = True) -> None:
         self.call_id = call_id
         self.local_tag = local_tag
         self.remote_tag = remote_tag
-        self.local_uri = local_uri
-        self.remote_uri = remote_uri
+        self._id: DialogId | None = None
+        self._local_uri = _without_tag(local_uri)
+        self._remote_uri = _without_tag(remote_uri)
         self.remote_target = remote_target
         self.local_contact = local_contact
-        self.route_set = list(route_set or [])
+        #: most dialogs have no route set: they share one empty tuple
+        self.route_set: Sequence[NameAddress] = list(route_set) if route_set else ()
+        self.user: object = None
         self.local_seq = local_seq
         self.remote_seq = remote_seq
         self.secure = secure
@@ -237,8 +249,56 @@ class Dialog:
 
     @property
     def id(self) -> DialogId:
-        """The L{DialogId} of this dialog."""
-        return DialogId(self.call_id, self.local_tag, self.remote_tag)
+        """The L{DialogId} of this dialog (one object while it stays the same)."""
+        known = self._id
+        if (known is None or known.call_id != self.call_id
+                or known.local_tag != self.local_tag or known.remote_tag != self.remote_tag):
+            known = self._id = DialogId(self.call_id, self.local_tag, self.remote_tag)
+        return known
+
+    @property
+    def local_uri(self) -> NameAddress:
+        """Our address (From of our requests) without tag; a new object per read."""
+        return parse_name_addr(self._local_uri)
+
+    @local_uri.setter
+    def local_uri(self, value: NameAddress | str) -> None:
+        self._local_uri = _without_tag(value)
+
+    @property
+    def remote_uri(self) -> NameAddress:
+        """The peer's address (To of our requests) without tag; a new object per read."""
+        return parse_name_addr(self._remote_uri)
+
+    @remote_uri.setter
+    def remote_uri(self, value: NameAddress | str) -> None:
+        self._remote_uri = _without_tag(value)
+
+    def fork(self, response: Response) -> Dialog:
+        """The confirmed dialog a 2xx from another fork of our INVITE creates
+        (RFC 3261 13.2.2.4): this dialog's Call-ID, local tag, addresses and
+        Contact, with the response's To tag, Contact and Record-Route.
+
+        @raise ValueError: when this is not a UAC dialog or C{response} is
+            not a 2xx with a To tag.
+        @raise SIPError: C{400} for a missing or bad Contact or Record-Route.
+        """
+        if not self.uac or not response.is_success:
+            raise ValueError("only a 2xx to our INVITE forks a UAC dialog")
+        try:
+            remote_tag = response.to.tag
+            record_route = list(response.record_route)
+            cseq = response.cseq.number
+        except ParseError as exc:
+            raise SIPError(400, exc.reason) from None
+        if remote_tag is None:
+            raise ValueError("a dialog needs a To tag")
+        return Dialog(
+            call_id=self.call_id, local_tag=self.local_tag, remote_tag=remote_tag,
+            local_uri=self._local_uri, remote_uri=self._remote_uri,
+            remote_target=_dialog_contact(response), local_contact=self.local_contact,
+            route_set=[r.copy() for r in reversed(record_route)], local_seq=cseq,
+            secure=self.secure, state=DialogState.CONFIRMED, uac=True)
 
     def confirm(self, response: Response | None = None) -> None:
         """Move an early dialog to C{confirmed}.
@@ -267,7 +327,7 @@ class Dialog:
             if remote_tag != self.remote_tag:
                 raise ValueError("the 2xx belongs to another dialog")
             target = _dialog_contact(response)
-            self.route_set = [r.copy() for r in reversed(record_route)]
+            self.route_set = [r.copy() for r in reversed(record_route)] if record_route else ()
             self.remote_target = target
         self.state = DialogState.CONFIRMED
 
@@ -369,15 +429,14 @@ class Dialog:
         if body and content_type is None and "content-type" not in extra_keys:
             raise ValueError("a body needs a Content-Type")
         request_uri, routes, hop = self._routing()
-        to = self.remote_uri.copy()
-        to.tag = self.remote_tag
-        from_ = self.local_uri.copy()
-        from_.tag = self.local_tag
+        to = self._remote_uri
+        if self.remote_tag is not None:
+            to = f"{to};tag={self.remote_tag}"
         fields = [("Route", str(r)) for r in routes]
         if "max-forwards" not in extra_keys:
             fields.append(("Max-Forwards", "70"))
-        fields += [("To", str(to)), ("From", str(from_)), ("Call-ID", self.call_id),
-                   ("CSeq", f"{seq} {method}")]
+        fields += [("To", to), ("From", f"{self._local_uri};tag={self.local_tag}"),
+                   ("Call-ID", self.call_id), ("CSeq", f"{seq} {method}")]
         if method in CONTACT_METHODS and "contact" not in extra_keys:
             fields.append(("Contact", str(self.local_contact)))
         fields += extra
@@ -385,14 +444,18 @@ class Dialog:
             fields.append(("Content-Type", content_type))
         return Request(method, request_uri, fields, body), hop
 
-    def _routing(self) -> tuple[URI, list[NameAddress], URI]:
-        """Request-URI, Route values and next hop (RFC 3261 12.2.1.1, 8.1.2)."""
+    def _routing(self) -> tuple[URI | str, Sequence[NameAddress], URI]:
+        """Request-URI, Route values and next hop (RFC 3261 12.2.1.1, 8.1.2).
+
+        The Request-URI of a loose-routed request is the remote target's text
+        (the request parses it if read); the next hop is a URI of the dialog
+        itself, to read, never to change.
+        """
         if not self.route_set:
-            return self.remote_target.copy(), [], self.remote_target.copy()
+            return str(self.remote_target), (), self.remote_target
         first = self.route_set[0]
         if "lr" in first.uri.params:
-            return (self.remote_target.copy(), [r.copy() for r in self.route_set],
-                    first.uri.copy())
+            return str(self.remote_target), self.route_set, first.uri
         # strict router: it gets the Request-URI, the remote target goes last
         request_uri = first.uri.copy()
         request_uri.headers = None

@@ -149,15 +149,29 @@ class NameAddress:
     @ivar star: C{True} for the C{Contact: *} of a REGISTER.
     """
 
-    __slots__ = ("_quoted", "display_name", "params", "star", "uri")
+    __slots__ = ("_params", "_quoted", "display_name", "star", "uri")
 
     def __init__(self, uri: URI, display_name: str | None = None,
                  params: Params | dict | None = None) -> None:
         self.uri = uri
         self.display_name = display_name
-        self.params = params if isinstance(params, Params) else Params(params or {})
+        #: made on first use when empty: most addresses kept for long have none
+        self._params: Params | None = (
+            params if isinstance(params, Params) else Params(params) if params else None)
         self.star = False
         self._quoted = True
+
+    @property
+    def params(self) -> Params:
+        """Header parameters (C{tag}, C{expires}, C{q}, ...)."""
+        params = self._params
+        if params is None:
+            params = self._params = Params()
+        return params
+
+    @params.setter
+    def params(self, value: Params | dict | None) -> None:
+        self._params = value if isinstance(value, Params) else Params(value or {})
 
     @classmethod
     def wildcard(cls) -> NameAddress:
@@ -169,24 +183,38 @@ class NameAddress:
     @property
     def tag(self) -> str | None:
         """The C{tag} parameter (dialog identification), if any."""
-        return self.params.get("tag")
+        params = self._params
+        return params.get("tag") if params else None
 
     @tag.setter
     def tag(self, value: str | None) -> None:
         if value is None:
-            self.params.pop("tag", None)
+            if self._params:
+                self._params.pop("tag", None)
         else:
             self.params["tag"] = value
 
+    def without_tag(self) -> NameAddress:
+        """An independent copy without the C{tag} parameter."""
+        params = self._params
+        na = NameAddress(self.uri.copy(), self.display_name,
+                         Params({k: v for k, v in params.items() if k != "tag"})
+                         if params else None)
+        na.star = self.star
+        return na
+
     def copy(self) -> NameAddress:
         """An independent copy."""
-        na = NameAddress(self.uri.copy(), self.display_name, Params(self.params))
+        na = NameAddress(self.uri.copy(), self.display_name,
+                         Params(self._params) if self._params else None)
         na.star = self.star
         return na
 
     def __str__(self) -> str:
+        params = self._params
+        tail = params.to_string() if params else ""
         if self.star:
-            return "*" + self.params.to_string()
+            return "*" + tail
         if self.display_name:
             name = self.display_name
             if self._quoted or not _is_token_list(name):
@@ -194,7 +222,7 @@ class NameAddress:
             head = f"{name} <{self.uri}>"
         else:
             head = f"<{self.uri}>"
-        return head + self.params.to_string()
+        return head + tail
 
     def __repr__(self) -> str:
         return f"NameAddress({str(self)!r})"
@@ -223,9 +251,8 @@ def parse_name_addr(text: str) -> NameAddress:
     m = _NAME_ADDR_FAST.match(text)
     if m is not None:
         display, uri_text, tail = m.groups()
-        na = NameAddress(parse_uri(uri_text), display,
-                         parse_params(tail, "header parameter") if tail else Params())
-        return na
+        return NameAddress(parse_uri(uri_text), display,
+                           parse_params(tail, "header parameter") if tail else None)
     if not text:
         raise ParseError("empty address")
     if text[0] == "*":
@@ -341,7 +368,7 @@ def parse_via(text: str) -> Via:
     m = _VIA_FAST.match(text)
     if m is not None:
         transport, host, port, ptext = m.groups()
-        parse_host(host)
+        host = parse_host(host)  # the checked string, shared by equal hosts
         params = parse_params(ptext, "Via parameter") if ptext else Params()
         via = Via(transport, host, int(port) if port else None, params)
         if via.port is not None and via.port > 65535:

@@ -53,6 +53,9 @@ KNOWN_METHODS = frozenset({
     "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE",
 })
 
+#: method name -> the one string object of that name
+_METHOD_NAMES = {method: method for method in KNOWN_METHODS}
+
 REASON_PHRASES: dict[int, str] = {
     100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
     183: "Session Progress", 199: "Early Dialog Terminated",
@@ -90,19 +93,44 @@ class Headers:
     Lookups are case-insensitive and understand compact forms (C{i} is
     C{Call-ID}).  Each field keeps the name it was received with, so that
     writing a received message back changes nothing.  C{get_all} splits
-    comma-separated values of list headers (Via, Route, Contact, ...).
+    comma-separated values of list headers (Via, Route, Contact, ...).  A
+    message kept for long packs its fields into one string (L{pack}); any
+    read or change unpacks them first.
     """
 
     __slots__ = ("_fields", "_index", "_owner")
 
     def __init__(self, fields: list[tuple[str, str]] | None = None) -> None:
         #: (key, name, value) per header line: tuples, the lightest record
-        self._fields: list[tuple[str, str, str]] = []
+        #: to work with; or, once L{pack}ed, all of it in one string
+        self._fields: list[tuple[str, str, str]] | str = [
+            (header_key(name), name, value) for name, value in fields or ()]
         #: key -> values, built on the first lookup, dropped on any change
         self._index: dict[str, list[str]] | None = None
         self._owner: Message | None = None
-        for name, value in fields or ():
-            self._fields.append((header_key(name), name, value))
+
+    def _lines(self) -> list[tuple[str, str, str]]:
+        """The (key, name, value) records, unpacked first when packed."""
+        fields = self._fields
+        if fields.__class__ is str:
+            fields = self._fields = _unpack(fields)  # type: ignore[arg-type]
+        return fields  # type: ignore[return-value]
+
+    def pack(self) -> None:
+        """Keep the fields as one string until they are read or changed again
+        (a message kept for a long call): one string instead of a tuple and
+        a value string per line.
+
+        Nothing is lost: names, values and order come back as they were.
+        Fields whose text holds a line feed are left as they are.
+        """
+        fields = self._fields
+        self._index = None
+        if fields.__class__ is str or not fields:
+            return
+        packed = "\n".join([part for _, name, value in fields for part in (name, value)])
+        if packed.count("\n") == 2 * len(fields) - 1:
+            self._fields = packed
 
     def _changed(self) -> None:
         self._index = None
@@ -115,7 +143,7 @@ class Headers:
         index = self._index
         if index is None:
             index = {}
-            for key, _, value in self._fields:
+            for key, _, value in self._lines():
                 found = index.get(key)
                 if found is None:
                     index[key] = [value]
@@ -126,11 +154,11 @@ class Headers:
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         """Iterate (name, value) in order, one item per header line."""
-        for _key, name, value in self._fields:
+        for _key, name, value in self._lines():
             yield name, value
 
     def __len__(self) -> int:
-        return len(self._fields)
+        return len(self._lines())
 
     def __contains__(self, name: str) -> bool:
         return self._values(name) is not None
@@ -166,69 +194,75 @@ class Headers:
     def add(self, name: str, value: str) -> None:
         """Append a field (after any existing ones)."""
         key = header_key(name)
+        fields = self._lines()
         # keep fields of one name together: insert after the last such field
-        for i in range(len(self._fields) - 1, -1, -1):
-            if self._fields[i][0] == key:
-                self._fields.insert(i + 1, (key, canonical_name(name), value))
+        for i in range(len(fields) - 1, -1, -1):
+            if fields[i][0] == key:
+                fields.insert(i + 1, (key, canonical_name(name), value))
                 break
         else:
-            self._fields.append((key, canonical_name(name), value))
+            fields.append((key, canonical_name(name), value))
         self._changed()
 
     def add_first(self, name: str, value: str) -> None:
         """Insert a field before any existing field of that name (a Via, a Route)."""
         key = header_key(name)
-        for i, f in enumerate(self._fields):
+        fields = self._lines()
+        for i, f in enumerate(fields):
             if f[0] == key:
-                self._fields.insert(i, (key, canonical_name(name), value))
+                fields.insert(i, (key, canonical_name(name), value))
                 break
         else:
-            self._fields.append((key, canonical_name(name), value))
+            fields.append((key, canonical_name(name), value))
         self._changed()
 
     def set(self, name: str, value: str) -> None:
         """Replace every field named C{name} by one with C{value} (kept in place)."""
         key = header_key(name)
-        for i, f in enumerate(self._fields):
+        fields = self._lines()
+        for i, f in enumerate(fields):
             if f[0] == key:
-                self._fields[i] = (key, canonical_name(name), value)
-                self._fields[i + 1 :] = [g for g in self._fields[i + 1 :] if g[0] != key]
+                fields[i] = (key, canonical_name(name), value)
+                fields[i + 1 :] = [g for g in fields[i + 1 :] if g[0] != key]
                 break
         else:
-            self._fields.append((key, canonical_name(name), value))
+            fields.append((key, canonical_name(name), value))
         self._changed()
 
     def set_all(self, name: str, values: list[str]) -> None:
         """Replace every field named C{name} by one line per value (in place)."""
         key = header_key(name)
         new = [(key, canonical_name(name), v) for v in values]
-        for i, f in enumerate(self._fields):
+        fields = self._lines()
+        for i, f in enumerate(fields):
             if f[0] == key:
-                rest = [g for g in self._fields[i + 1 :] if g[0] != key]
-                self._fields[i:] = new + rest
+                rest = [g for g in fields[i + 1 :] if g[0] != key]
+                fields[i:] = new + rest
                 break
         else:
-            self._fields.extend(new)
+            fields.extend(new)
         self._changed()
 
     def remove(self, name: str) -> int:
         """Remove every field named C{name}; return how many lines went."""
         key = header_key(name)
-        before = len(self._fields)
-        self._fields = [f for f in self._fields if f[0] != key]
+        fields = self._lines()
+        kept = [f for f in fields if f[0] != key]
+        self._fields = kept
         self._changed()
-        return before - len(self._fields)
+        return len(fields) - len(kept)
 
     def pop_first_value(self, name: str) -> str | None:
         """Remove and return the first value of a list header (the top Via)."""
         key = header_key(name)
-        for i, f in enumerate(self._fields):
+        fields = self._lines()
+        for i, f in enumerate(fields):
             if f[0] == key:
                 values = split_list(f[2]) if key in LIST_HEADERS else [f[2]]
                 if len(values) <= 1:
-                    del self._fields[i]
+                    del fields[i]
                 else:
-                    self._fields[i] = (f[0], f[1], ", ".join(values[1:]))
+                    fields[i] = (f[0], f[1], ", ".join(values[1:]))
                 self._changed()
                 return values[0] if values else None
         return None
@@ -236,7 +270,7 @@ class Headers:
     def copy(self) -> Headers:
         """An independent copy (not attached to any message)."""
         h = Headers()
-        h._fields = list(self._fields)
+        h._fields = list(self._lines())
         return h
 
 
@@ -280,6 +314,22 @@ class ParsedList(Sequence):
 _UNPARSED = object()
 
 
+def _unpack(packed: str) -> list[tuple[str, str, str]]:
+    """The (key, name, value) records of L{Headers.pack}'s string."""
+    parts = packed.split("\n")
+    fields = []
+    known = _known_names
+    for i in range(0, len(parts), 2):
+        name = parts[i]
+        entry = known.get(name)
+        if entry is None:
+            fields.append((header_key(name), name, parts[i + 1]))
+        else:
+            # the shared key and name strings, as when it was parsed
+            fields.append((entry[0], entry[1], parts[i + 1]))
+    return fields
+
+
 class Message:
     """What requests and responses share: headers, body and typed accessors."""
 
@@ -289,25 +339,30 @@ class Message:
                  body: bytes = b"") -> None:
         if not isinstance(headers, Headers):
             headers = Headers(headers)
-        self._cache: dict[str, object] = {}
+        #: typed header values by name; C{None} once compacted
+        self._cache: dict[str, object] | None = {}
         self.headers = headers
         headers._owner = self
         self.body = body
 
     def compact(self) -> None:
-        """Drop the parsed forms of the headers (they are parsed again when
-        read): a message kept for a long call then costs its text only."""
-        self._cache.clear()
-        self.headers._index = None
+        """Drop the parsed forms of the headers and pack their text into one
+        string (L{Headers.pack}); both come back when read: a message kept
+        for a long call then costs little more than its text."""
+        self._cache = None  # type: ignore[assignment]
+        self.headers.pack()
 
     def _typed(self, key: str, build):  # type: ignore[no-untyped-def]
         cache = self._cache
         try:
             return cache[key]
         except KeyError:
-            value = build()
-            cache[key] = value
-            return value
+            pass
+        except TypeError:  # compacted: no cache until a typed value is read
+            cache = self._cache = {}
+        value = build()
+        cache[key] = value
+        return value
 
     def _single(self, name: str) -> str:
         value = self.headers.get(name)
@@ -405,7 +460,7 @@ class Message:
         lines = [self._start_line()]
         length_written = False
         length = str(len(body))
-        for key, name, value in self.headers._fields:
+        for key, name, value in self.headers._lines():
             if key == "content-length":
                 if length_written:
                     continue
@@ -611,10 +666,15 @@ def _request_line(line: str) -> Request:
     if len(parts) != 3:
         raise ParseError("bad request line")
     method, uri, version = parts
-    if not is_token(method):
+    known = _METHOD_NAMES.get(method)
+    if known is not None:
+        method = known  # one string per method name across messages
+    elif not is_token(method):
         raise ParseError(f"bad method {method[:20]!r}")
     if not uri or not version.upper().startswith("SIP/"):
         raise ParseError("bad request line")
+    if version == SIP_VERSION:
+        version = SIP_VERSION  # the shared string
     return Request(method, uri, version=version)
 
 
@@ -626,6 +686,11 @@ def _response_line(line: str) -> Response:
     code = int(code_text)
     if not 100 <= code <= 699:
         raise ParseError(f"status code out of range {code}")
+    if version == SIP_VERSION:
+        version = SIP_VERSION  # the shared string
+    usual = REASON_PHRASES.get(code)
+    if usual == reason:
+        reason = usual  # the shared string
     return Response(code, reason, version=version)
 
 
@@ -643,7 +708,7 @@ def make_response(request: Request, code: int, reason: str | None = None,
     """
     src = request.headers
     fields: list[tuple[str, str]] = []
-    for key, name, value in src._fields:
+    for key, name, value in src._lines():
         if key in ("via", "from", "call-id", "cseq"):
             fields.append((name, value))
         elif key == "to":

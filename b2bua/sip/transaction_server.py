@@ -98,6 +98,9 @@ class ServerTransaction(TimedMachine):
     def _send(self, response: Response) -> None:
         self.last_response = response
         self._resend()
+        if response.code >= 200:
+            # kept until Timer H, J or L ends the transaction: compact
+            response.compact()
 
     def _resend(self, request: Request | None = None) -> None:
         response = self.last_response

@@ -34,6 +34,8 @@ class Params(dict):
     of insertion is kept, so writing the parameters back preserves it.
     """
 
+    __slots__ = ()
+
     def to_string(self) -> str:
         """Serialize as C{;name=value;flag} (empty string when empty)."""
         if not self:
@@ -43,6 +45,9 @@ class Params(dict):
 
 #: an empty parameter set to read from (never changed)
 _NO_PARAMS = Params()
+
+#: the usual schemes, one string each (most URIs are written lower-case)
+_SCHEMES = {"sip": "sip", "sips": "sips", "tel": "tel"}
 
 
 def parse_params(text: str, what: str = "parameter") -> Params:
@@ -180,7 +185,7 @@ class URI:
         headers: str | None = None,
         opaque: str | None = None,
     ) -> None:
-        self.scheme = scheme.lower()
+        self.scheme = _SCHEMES.get(scheme) or scheme.lower()
         self.user = user
         self.password = password
         self.host = host
@@ -322,7 +327,7 @@ def _parse_sip(scheme: str, rest: str) -> URI:
     m = _SIP_FAST.match(rest)
     if m is not None:
         user, host, port, ptext = m.groups()
-        parse_host(host)
+        host = parse_host(host)  # the checked string, shared by equal hosts
         port_number = int(port) if port else None
         if port_number is not None and port_number > 65535:
             raise ParseError(f"port out of range {port_number}")

@@ -689,6 +689,102 @@ class LossTests(CallTestCase):
         self.finish()
 
 
+class SetUpReleasedTests(CallTestCase):
+    """Once a call is set up its legs keep only what the established call
+    needs: the INVITEs, their transactions and the answer's header fields
+    are let go (memory per held call)."""
+
+    core = CoreSettings(session_expires=0)
+
+    def call_of(self, phone_call: PhoneCall) -> Call:
+        """The switch's call whose A leg is C{phone_call}'s INVITE."""
+        [call] = [c for c in self.h.switch.calls.values()
+                  if c.id == phone_call.invite.call_id]
+        return call
+
+    def test_answered_call_lets_go(self) -> None:
+        """After both ACKs: no INVITE, no transaction, a status-only final,
+        packed ACK; the CDR still has the answer's code and reason."""
+        phone_call, _ = self.connect()
+        self.h.advance(0)
+        call = self.call_of(phone_call)
+        leg = call.answered_leg
+        assert leg is not None
+        self.assertIsNone(call.a_leg.request)
+        self.assertIsNone(call.a_leg.transaction)
+        self.assertIsNone(leg.invite)
+        self.assertIsNone(leg.transaction)
+        assert leg.final is not None and leg.ack is not None
+        self.assertEqual((leg.final.code, leg.final.reason, len(leg.final.headers)),
+                         (200, "OK", 0))
+        self.assertIsInstance(leg.ack.headers._fields, str)
+        self.assertEqual((self.h.switch._calls_by_tx, self.h.switch._merged), ({}, {}))
+        self.assertEqual(call._steps, [])
+        phone_call.hangup()
+        record = self.ended_once()
+        self.assertEqual([(r.code, r.reason) for r in record.legs], [(200, "OK")])
+        self.finish()
+
+    def test_retransmitted_answer_after_release(self) -> None:
+        """The callee's 200, sent again after the leg let go of its INVITE
+        (our ACK was lost), gets the same ACK again."""
+        self.h.network.drop(lambda d: d.receiver == self.bob.address
+                            and getattr(d.message, "method", "") == "ACK")
+        phone_call, incoming = self.connect()
+        self.h.advance(0)
+        self.assertIsNone(self.call_of(phone_call).answered_leg.invite)  # type: ignore[union-attr]
+        self.h.advance(0.5)
+        [ack] = self.b_side("ACK")
+        self.assertEqual(ack.to.tag, incoming.local_tag)
+        self.assertEqual(self.b_side("BYE"), [])
+        phone_call.hangup()
+        self.finish()
+
+    def test_other_fork_answer_after_release(self) -> None:
+        """A 2xx with another To tag arriving after the leg let go of its
+        INVITE still gets its own ACK and a BYE (the answered dialog forks)."""
+        phone_call, incoming = self.connect()
+        self.h.advance(0)
+        self.assertIsNone(self.call_of(phone_call).answered_leg.invite)  # type: ignore[union-attr]
+        other = Response(200, headers=[(n, v) for n, v in incoming.final_sent.headers
+                                       if n.lower() != "to"] + [
+            ("To", str(incoming.invite.to) + ";tag=otherfork")],
+            body=incoming.final_sent.body)
+        incoming.transaction.respond(other)
+        self.h.flush()
+        self.assertEqual([b.to.tag for b in self.b_side("BYE")], ["otherfork"])
+        acks = self.b_side("ACK")
+        self.assertEqual(sorted(a.to.tag or "" for a in acks),
+                         sorted([incoming.local_tag, "otherfork"]))
+        self.assertEqual(len({a.headers.get("Via") for a in acks}), 2)
+        self.assertEqual(incoming.state, "confirmed")
+        phone_call.hangup()
+        self.finish()
+
+    def test_late_offer_released_after_the_callers_ack(self) -> None:
+        """Without SDP in the INVITE the answering leg keeps its INVITE and
+        the callee's 200 until the caller's ACK brought the answer."""
+        self.h.network.drop(lambda d: d.sender == self.alice.address
+                            and getattr(d.message, "method", "") == "ACK"
+                            and bool(d.message.body))
+        phone_call = self.alice.call("1001", sdp=False)
+        self.bob.incoming[0].answer()
+        self.h.advance(0)
+        call = self.call_of(phone_call)
+        leg = call.answered_leg
+        assert leg is not None
+        self.assertIsNotNone(leg.invite)
+        self.assertIsNotNone(call.a_leg.request)
+        self.assertEqual(self.b_side("ACK"), [])
+        self.h.advance(0.5)
+        self.assertIsNone(leg.invite)
+        self.assertIsNone(call.a_leg.request)
+        self.assertEqual([a.body != b"" for a in self.b_side("ACK")], [True])
+        self.assertEqual(len(leg.final.headers), 0)  # type: ignore[union-attr]
+        phone_call.hangup()
+        self.finish()
+
+
 class DiagramTests(CallTestCase):
     """C{docs/state-machines/call.dot} draws the machine the tests see."""
 

@@ -602,3 +602,74 @@ class DialogTableTests(SynchronousTestCase):
         self.assertEqual(a, DialogId("c", "l", "r"))
         self.assertEqual(len({a, DialogId("c", "l", "r")}), 1)
         self.assertRaises(AttributeError, setattr, a, "call_id", "x")
+
+
+class ForkTests(SynchronousTestCase):
+    """A 2xx from another fork of our INVITE makes a dialog of its own."""
+
+    def test_fork_from_confirmed_dialog(self) -> None:
+        """Same Call-ID, local tag and addresses as the answered dialog; the
+        other fork's To tag, Contact and Record-Route; requests built in it
+        match those of a dialog made from the INVITE itself."""
+        invite = _invite()
+        answered = Dialog.from_uac(invite, _response(invite, 200), ALICE_CONTACT)
+        answered.create_request("INFO")  # our CSeq moves on; the fork's starts again
+        other = _response(invite, 200, to_tag="fork-b", contact="<sip:bob@192.0.2.22>",
+                          record_route="<sip:p9.example.com;lr>")
+        fork = answered.fork(other)
+        expected = Dialog.from_uac(invite, other, ALICE_CONTACT)
+        self.assertEqual(fork.id, expected.id)
+        self.assertIs(fork.state, DialogState.CONFIRMED)
+        self.assertIs(fork.local_contact, ALICE_CONTACT)
+        self.assertEqual(fork.local_seq, 314159)
+        self.assertEqual(str(fork.remote_target), "sip:bob@192.0.2.22")
+        mine, theirs = fork.create_request("BYE")[0], expected.create_request("BYE")[0]
+        self.assertEqual(mine.to_bytes(), theirs.to_bytes())
+
+    def test_fork_refused(self) -> None:
+        """Only a UAC dialog forks, and only on a 2xx with a To tag."""
+        invite = _invite()
+        answered = Dialog.from_uac(invite, _response(invite, 200), ALICE_CONTACT)
+        self.assertRaises(ValueError, answered.fork, _response(invite, 180, to_tag="x"))
+        self.assertRaises(ValueError, answered.fork, _response(invite, 200, to_tag=None))
+        self.assertRaises(ValueError, _uas_dialog().fork, _response(invite, 200))
+        self.assertRaises(SIPError, answered.fork, _response(invite, 200, to_tag="y",
+                                                             contact=None))
+
+
+class DialogStateFormTests(SynchronousTestCase):
+    """What a dialog keeps is small: the addresses as text, one id object."""
+
+    def test_id_is_one_object(self) -> None:
+        """The id is made once (the tables key on it) and again after a change."""
+        d = _uac_dialog(200)
+        self.assertIs(d.id, d.id)
+        d.remote_tag = "other"
+        self.assertEqual(d.id, DialogId(CALL_ID, "1928301774", "other"))
+
+    def test_addresses_are_copies(self) -> None:
+        """Reading an address gives a new object: changing it changes nothing;
+        setting one (with a tag) keeps it without the tag."""
+        d = _uac_dialog(200)
+        d.local_uri.uri.user = "mallory"
+        self.assertEqual(str(d.local_uri), '"Alice" <sip:alice@atlanta.example.com>')
+        d.remote_uri = parse_name_addr("<sip:carol@example.com>;tag=zz;x=1")
+        self.assertEqual(str(d.remote_uri), "<sip:carol@example.com>;x=1")
+        request, _ = d.create_request("BYE")
+        self.assertEqual(request.headers.get("To"), "<sip:carol@example.com>;x=1;tag=a6c85cf")
+
+    def test_request_uri_is_text_and_hop_shared(self) -> None:
+        """A loose-routed request carries the remote target as text (parsed
+        when read); the next hop without a route set is the remote target."""
+        d = _uac_dialog(200, record_route=None)
+        request, hop = d.create_request("BYE")
+        self.assertIs(hop, d.remote_target)
+        self.assertEqual(request.uri_text, "sip:bob@192.0.2.20:5062")
+        self.assertEqual(request.uri, d.remote_target)
+        self.assertIsNot(request.uri, d.remote_target)
+
+    def test_no_route_set_shared(self) -> None:
+        """Dialogs without a route set share one empty sequence."""
+        self.assertEqual(_uac_dialog(200, record_route=None).route_set, ())
+        self.assertIs(_uac_dialog(200, record_route=None).route_set,
+                      _uas_dialog(record_route=None).route_set)

@@ -152,6 +152,78 @@ class HeaderFormTests(SynchronousTestCase):
         self.assertIn(b"\r\nContent-Length: 0\r\n\r\n", resp.to_bytes())
 
 
+class CompactTests(SynchronousTestCase):
+    """A compacted message (kept for a long call) loses nothing."""
+
+    def test_round_trip_and_typed_values(self) -> None:
+        """After compact() the bytes, header lines and typed values are the same."""
+        msg = parse_message(sipdata.INVITE)
+        before = msg.to_bytes()
+        lines = list(msg.headers)
+        tag = msg.from_.tag
+        msg.compact()
+        self.assertIsInstance(msg.headers._fields, str)
+        self.assertEqual(msg.from_.tag, tag)
+        self.assertEqual(msg.via[0].branch, "z9hG4bK776asdhds")
+        self.assertEqual(list(msg.headers), lines)
+        self.assertEqual(msg.to_bytes(), before)
+
+    def test_changes_after_compact(self) -> None:
+        """Every change of the header lines works on a packed message."""
+        for change in (lambda h: h.add("Subject", "x"), lambda h: h.add_first("Via", "v"),
+                       lambda h: h.set("Subject", "x"), lambda h: h.set_all("Subject", ["x"]),
+                       lambda h: h.remove("Subject"), lambda h: h.pop_first_value("Via")):
+            msg = parse_message(sipdata.INVITE)
+            expected = parse_message(sipdata.INVITE)
+            change(expected.headers)
+            msg.compact()
+            change(msg.headers)
+            self.assertEqual(msg.to_bytes(), expected.to_bytes())
+            self.assertEqual(len(msg.headers), len(expected.headers))
+
+    def test_response_and_copy(self) -> None:
+        """A response made from a compacted request, and a copy of packed headers."""
+        msg = parse_message(sipdata.INVITE)
+        expected = make_response(msg, 180, to_tag="t1").to_bytes()
+        msg.compact()
+        self.assertEqual(make_response(msg, 180, to_tag="t1").to_bytes(), expected)
+        self.assertEqual(list(msg.headers.copy()), list(msg.headers))
+
+    def test_shared_strings(self) -> None:
+        """Known methods, the version and usual reason phrases are one string
+        object across messages (a message kept long does not own them)."""
+        a, b = parse_message(sipdata.INVITE), parse_message(sipdata.INVITE)
+        assert isinstance(a, Request) and isinstance(b, Request)
+        self.assertIs(a.method, b.method)
+        self.assertIs(a.version, b.version)
+        ok = make_response(a, 200, to_tag="t").to_bytes()
+        r1, r2 = parse_message(ok), parse_message(ok)
+        assert isinstance(r1, Response) and isinstance(r2, Response)
+        self.assertIs(r1.reason, r2.reason)
+        odd = parse_message(ok.replace(b"200 OK", b"200 Fine"))
+        assert isinstance(odd, Response)
+        self.assertEqual(odd.reason, "Fine")
+
+    def test_line_feed_left_unpacked(self) -> None:
+        """A value holding a line feed (set by code) keeps the field records."""
+        request = Request("MESSAGE", "sip:bob@example.com",
+                          [("Subject", "a\nb"), ("Call-ID", "x")])
+        request.compact()
+        self.assertIsInstance(request.headers._fields, list)
+        self.assertEqual(request.headers.get("subject"), "a\nb")
+
+    def test_names_kept(self) -> None:
+        """Compact forms and unusual spellings come back as they were written."""
+        data = (b"OPTIONS sip:x@example.com SIP/2.0\r\nv: SIP/2.0/UDP h;branch=z9hG4bKa\r\n"
+                b"f: <sip:a@b>;tag=1\r\nt: <sip:x@example.com>\r\ni: abc\r\n"
+                b"cSeQ: 1 OPTIONS\r\nX-Odd: \r\nl: 0\r\n\r\n")
+        msg = parse_message(data)
+        msg.compact()
+        self.assertEqual(msg.to_bytes(), parse_message(data).to_bytes())
+        self.assertEqual(msg.call_id, "abc")
+        self.assertEqual(msg.headers.get("x-odd"), "")
+
+
 class URITests(SynchronousTestCase):
     """SIP, SIPS, tel and other URIs."""
 
@@ -210,6 +282,23 @@ class HeaderValueTests(SynchronousTestCase):
         na = parse_name_addr(r'"Bob \"the\" Builder" <sip:bob@example.com>;tag=1')
         self.assertEqual(na.display_name, 'Bob "the" Builder')
         self.assertEqual(str(na), r'"Bob \"the\" Builder" <sip:bob@example.com>;tag=1')
+
+    def test_params_made_on_first_use(self) -> None:
+        """An address without parameters has no table until one is set;
+        without_tag() copies all but the tag."""
+        na = parse_name_addr("<sip:a@b>")
+        self.assertIsNone(na._params)
+        self.assertIsNone(na.tag)
+        self.assertEqual(str(na), "<sip:a@b>")
+        na.tag = None
+        self.assertIsNone(na._params)
+        na.tag = "x"
+        self.assertEqual(str(na), "<sip:a@b>;tag=x")
+        tagged = parse_name_addr('"A" <sip:a@b>;tag=1;expires=5')
+        bare = tagged.without_tag()
+        self.assertEqual(str(bare), '"A" <sip:a@b>;expires=5')
+        self.assertEqual(tagged.tag, "1")
+        self.assertIsNot(bare.uri, tagged.uri)
 
     def test_token_display_name_and_wildcard(self) -> None:
         """Unquoted display names and the * contact parse."""

@@ -307,6 +307,26 @@ class InviteServerTests(ServerTestCase):
         self.assertEqual(tx.state, InviteServerState.TERMINATED)
         self.assertClean()
 
+    def test_finals_kept_compact(self) -> None:
+        """A final response, kept until the transaction ends, is compacted
+        once sent (L{Message.compact}) and still writes the same bytes; a
+        provisional one is left as it is."""
+        for code in (200, 486):
+            request, tx = self.start()
+            ringing = make_response(request, 180, to_tag="srv1")
+            tx.respond(ringing)
+            self.assertIsInstance(ringing.headers._fields, list)
+            final = make_response(request, code, to_tag="srv1")
+            wire = final.to_bytes()
+            tx.respond(final)
+            self.assertIsInstance(final.headers._fields, str)
+            self.assertEqual(final.to_bytes(), wire)
+            self.assertEqual(tx.last_response.to.tag, "srv1")  # type: ignore[union-attr]
+            if code >= 300:
+                self.receive(ack_for(request))
+            self.wait(32)
+            self.assertClean()
+
     def test_2xx_ack_with_own_branch(self) -> None:
         """The ACK of a 2xx (a new branch) matches no transaction: the TU
         gets it with C{None}."""
