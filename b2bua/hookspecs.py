@@ -84,6 +84,13 @@ def b2bua_trusted_source(source: Source, request: Request) -> str | None:
     C{None} lets the core challenge it.  Synchronous, firstresult."""
 
 
+@hookspec
+def b2bua_registered(aor: str, request: Request, source: Source, response: Response) -> None:
+    """The registrar answered a REGISTER for C{aor} from C{source} with
+    C{response} (200: accepted; its Contact lists the bindings).
+    Notification (a NAT keep-alive starts watching the AOR)."""
+
+
 # ---- call setup -------------------------------------------------------
 
 

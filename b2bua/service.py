@@ -57,6 +57,8 @@ from b2bua.sip.listeners import parse_listener
 from b2bua.sip.timers import Timers
 from b2bua.sip.transaction import TransactionLayer
 from b2bua.sip.transport import TransportLayer
+from nat.plugin import NAME as NAT
+from nat.plugin import Nat
 from oam.api import make_api, mount
 from oam.api.balances import BalanceAccess
 from oam.site import OAMSite
@@ -153,7 +155,7 @@ def builtin_plugins() -> dict[str, Any]:
     """The features shipped with the switch, by plugin name."""
     return {LOCAL_ROUTING: LocalRouting(), IP_TRUST: IPTrust(), CHARGING: Charging(),
             CDRS: CDRs(), TRUNKING: Trunking(), TRUNK_REGISTRATION: TrunkRegistration(),
-            TRUNK_PROBING: TrunkProbing()}
+            TRUNK_PROBING: TrunkProbing(), NAT: Nat()}
 
 
 def _redis(url: str) -> Any:

@@ -208,6 +208,11 @@ class CallHooks:
         """The call is over (exactly once per call)."""
         self._notify("b2bua_call_ended", call=call, record=record)
 
+    def registered(self, aor: str, request: Request, source: Any, response: Response) -> None:
+        """A REGISTER was answered."""
+        self._notify("b2bua_registered", aor=aor, request=request, source=source,
+                     response=response)
+
     def unconfigure(self) -> Deferred[Any]:
         """The service stops; fires once the Deferreds the plugins returned
         have (an un-REGISTER's answer...), whatever their results."""

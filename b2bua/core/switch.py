@@ -334,11 +334,13 @@ class Switch:
             self.metrics.request_rejected("forbidden")
             self._respond(transaction, request, 403, "Not allowed to register this AOR")
             return
-        d = self.registrar.handle(request, transaction.source, extension.aor)
+        aor, source = extension.aor, transaction.source
+        d = self.registrar.handle(request, source, aor)
 
         def send(response: Response) -> None:
             self.stamp_response(response)
             transaction.respond(response)
+            self.hooks.registered(aor, request, source, response)
 
         d.addCallback(send)
         d.addErrback(lambda f: self.log.failure("registrar failed", f))

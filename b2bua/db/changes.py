@@ -216,8 +216,11 @@ class PostgresListener:
         self._is_listening = False
 
     def _ended(self) -> None:
-        """The thread has ended."""
+        """The thread has ended (its last act was to call this: it is gone
+        within a moment, so wait for it, briefly)."""
         self._is_listening = False
+        if self._thread is not None:
+            self._thread.join(1.0)
         if self._stopped is not None and not self._stopped.called:
             self._stopped.callback(None)
 

@@ -1,0 +1,1 @@
+"""Tests for the media package: RTP relay, latching, port pool, backends."""

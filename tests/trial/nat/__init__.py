@@ -1,0 +1,1 @@
+"""Tests of the NAT layer (C{nat/}): detection, keep-alives, STUN, the plugin."""
