@@ -16,6 +16,7 @@ traceback at start-up).  C{docs/configuration.md} documents every key.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 import os
 import tomllib
@@ -50,7 +51,7 @@ DEMO_LISTEN = ("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060")
 #: The shortest C{storage.secret} accepted.
 MIN_SECRET_LENGTH = 16
 
-#: The sections a file may hold; C{rating} and C{media} have no keys yet.
+#: The sections a file may hold; C{rating} has no keys yet.
 SECTIONS = ("sip", "core", "storage", "oam", "plugins", "rating", "media")
 
 _DIGEST_ALGORITHMS = ("SHA-256", "SHA-256-sess", "MD5", "MD5-sess")
@@ -150,6 +151,32 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class MediaConfig:
+    """The C{[media]} section: where calls' media is anchored.
+
+    @ivar backend: C{none} (media flows between the parties), C{relay}
+        (the built-in relay, C{docs/media-relay.md}) or C{rtpengine}
+        (C{docs/rtpengine.md}, settings in C{[media.rtpengine]}).
+    @ivar interface: the IP address the relay binds its ports on.
+    @ivar advertised_address: the address written into SDP (empty: the
+        interface's; set it behind a 1:1 NAT).
+    @ivar port_min, port_max: the relay's port range (RTP even, RTCP odd).
+    @ivar media_timeout: seconds without RTP on every active stream after
+        which a call is ended (0: never); held streams do not count.
+    @ivar rtpengine: the C{[media.rtpengine]} table, checked by the
+        rtpengine backend.
+    """
+
+    backend: str = "none"
+    interface: str = "127.0.0.1"
+    advertised_address: str = ""
+    port_min: int = 30000
+    port_max: int = 39999
+    media_timeout: float = 60.0
+    rtpengine: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class OAMConfig:
     """The C{[oam]} section: the HTTP site (a Twisted endpoint string)."""
 
@@ -174,6 +201,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     oam: OAMConfig = field(default_factory=OAMConfig)
     plugins: PluginsConfig = field(default_factory=PluginsConfig)
+    media: MediaConfig = field(default_factory=MediaConfig)
     demo: bool = False
     source: str = "<demo>"
 
@@ -490,6 +518,49 @@ def _plugins(c: _Checker, data: dict[str, Any]) -> PluginsConfig:
     return PluginsConfig(tuple(disabled), settings)
 
 
+def _ip_address(value: str) -> str | None:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return "must be an IP address"
+    return None
+
+
+def _media(c: _Checker, data: dict[str, Any]) -> MediaConfig:
+    table = c.table(data, "media")
+    rtpengine = table.pop("rtpengine", {})
+    if not isinstance(rtpengine, dict):
+        c.add("media.rtpengine", "expected a table")
+        rtpengine = {}
+    media = MediaConfig(
+        backend=c.take(table, "media", "backend", str, "none",
+                       lambda v: None if v in ("none", "relay", "rtpengine")
+                       else 'must be "none", "relay" or "rtpengine"'),
+        interface=c.take(table, "media", "interface", str, "127.0.0.1", _ip_address),
+        advertised_address=c.take(table, "media", "advertised_address", str, "",
+                                  lambda v: None if v == "" else _ip_address(v)),
+        port_min=c.take(table, "media", "port_min", int, 30000,
+                        lambda v: None if 1024 <= v <= 65534 else "must be 1024..65534"),
+        port_max=c.take(table, "media", "port_max", int, 39999,
+                        lambda v: None if 1025 <= v <= 65535 else "must be 1025..65535"),
+        media_timeout=c.seconds(table, "media", "media_timeout", 60.0, zero=True),
+        rtpengine=rtpengine,
+    )
+    if media.port_max - media.port_min < 3:
+        c.add("media.port_max", "the range must hold at least two port pairs")
+    if media.backend == "rtpengine":
+        from media.rtpengine import parse_rtpengine_config
+
+        try:
+            parse_rtpengine_config(rtpengine)
+        except ValueError as error:
+            for line in str(error).splitlines():
+                key, _, problem = line.partition(": ")
+                c.add(key if problem else "media.rtpengine", problem or line)
+    c.unknown(table, "media")
+    return media
+
+
 def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
     """Build a L{Config} from parsed TOML.
 
@@ -500,8 +571,9 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
     c = _Checker()
     c.known[""] = list(SECTIONS)
     config = Config(sip=_sip(c, data), core=_core(c, data), storage=_storage(c, data),
-                    oam=_oam(c, data), plugins=_plugins(c, data), demo=False, source=source)
-    for name in ("rating", "media"):
+                    oam=_oam(c, data), plugins=_plugins(c, data), media=_media(c, data),
+                    demo=False, source=source)
+    for name in ("rating",):
         c.unknown(c.table(data, name), name, f" (the [{name}] section has no settings yet)")
     for name, value in data.items():
         if isinstance(value, dict):

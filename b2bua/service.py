@@ -57,6 +57,8 @@ from b2bua.sip.listeners import parse_listener
 from b2bua.sip.timers import Timers
 from b2bua.sip.transaction import TransactionLayer
 from b2bua.sip.transport import TransportLayer
+from media.plugin import NAME as MEDIA
+from media.plugin import MediaAnchor
 from nat.plugin import NAME as NAT
 from nat.plugin import Nat
 from oam.api import make_api, mount
@@ -155,7 +157,7 @@ def builtin_plugins() -> dict[str, Any]:
     """The features shipped with the switch, by plugin name."""
     return {LOCAL_ROUTING: LocalRouting(), IP_TRUST: IPTrust(), CHARGING: Charging(),
             CDRS: CDRs(), TRUNKING: Trunking(), TRUNK_REGISTRATION: TrunkRegistration(),
-            TRUNK_PROBING: TrunkProbing(), NAT: Nat()}
+            TRUNK_PROBING: TrunkProbing(), NAT: Nat(), MEDIA: MediaAnchor()}
 
 
 def _redis(url: str) -> Any:
@@ -259,6 +261,7 @@ class SwitchService(MultiService):
         self.recovery: Recovery | None = None
         #: the services' C{extra}: what the plugins share (and the API reads)
         self.plugin_state: dict[str, Any] = {}
+        self.media_backend: Any = None
         self.cdr_journal: Any = None
         self.registrar = Registrar(self.location, reactor)
         self.metrics.track_registrations(self.location.count)
@@ -316,6 +319,27 @@ class SwitchService(MultiService):
         pool = _redis(url)
         self._redis_pools.append(pool)
         return pool
+
+    def _media_backend(self) -> Any:
+        """The media backend of C{[media] backend} (C{None}: not anchored)."""
+        media = self.config.media
+        if media.backend == "relay":
+            from media.backend import RelayBackend
+
+            state = self.plugin_state
+            return RelayBackend(
+                self.reactor, interface=media.interface,
+                port_range=(media.port_min, media.port_max),
+                advertised_address=media.advertised_address or None,
+                media_timeout=media.media_timeout or None,
+                on_dead=lambda call_id: state.get("media_dead", lambda _: None)(call_id))
+        if media.backend == "rtpengine":
+            from media.rtpengine import RtpengineBackend, parse_rtpengine_config
+
+            return RtpengineBackend.from_config(
+                self.reactor, parse_rtpengine_config(media.rtpengine),
+                registry=self.metrics.registry)
+        return None
 
     def _balance_store(self) -> Any:
         """The balance store of C{[storage] balances} (memory or Redis)."""
@@ -431,7 +455,9 @@ class SwitchService(MultiService):
         self._check_running()
         services = Services(self.reactor, self.snapshot, self.registrar, self.location,
                             self.metrics, extra=self.plugin_state)
+        self.media_backend = self._media_backend()
         self.plugin_state.update({
+            "media_backend": self.media_backend,
             "balance_store": self.balance_store, "cdr_writer": self.cdr_writer,
             "redis": self.balances_redis, "send_request": self.transactions.send_request,
             "local_address": self.transport.local_address,
@@ -445,6 +471,8 @@ class SwitchService(MultiService):
             except Exception as error:
                 raise StartupError(f"{self.config.source}: sip.listen: cannot listen on "
                                    f"{listener!r}: {error}") from None
+        if self.media_backend is not None and hasattr(self.media_backend, "start"):
+            self.media_backend.start()
         if self._tune_gc:
             _tune_garbage_collector()
         self.ready = True
@@ -530,6 +558,8 @@ class SwitchService(MultiService):
 
         def close(_: object) -> Deferred[Any]:
             self.transactions.stop()
+            if self.media_backend is not None:
+                self.media_backend.stop()
             stops = [self.transport.stop(), super(SwitchService, self).stopService() or
                      succeed(None)]
             if self.oam_port is not None:

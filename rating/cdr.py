@@ -337,9 +337,14 @@ def cdr_for_call(call: Any, record: CallRecord, directory: Any = None,
         charging = call.data.get("charging")
     identity = getattr(call, "identity", "") or ""
     customer_id, account_id = row_ids(directory, record.tenant, identity, record.call_id)
-    return build_cdr(record, charging=charging, customer_id=customer_id,
-                     account_id=account_id, identity=identity,
-                     leg_charges=call.data.get("legs"))
+    cdr = build_cdr(record, charging=charging, customer_id=customer_id,
+                    account_id=account_id, identity=identity,
+                    leg_charges=call.data.get("legs"))
+    media = call.data.get("media")
+    if media:
+        problems: list[str] = []
+        cdr.breakdown["media"] = _json(media, "media", problems)
+    return cdr
 
 
 def row_ids(directory: Any, tenant: str, identity: str,

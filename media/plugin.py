@@ -1,0 +1,276 @@
+"""The C{media} plugin: every call's media anchored through a media
+backend (C{media.interfaces.IMediaBackend}: the built-in relay, or
+rtpengine), on the core's hooks.  The contract is in
+C{docs/media-anchoring.md}.
+
+  - B{the first offer} (the caller's INVITE SDP) is anchored while the call
+    is authorised (C{b2bua_authorize_call}, lazily): the backend opens the
+    call's ports before any B leg exists, and a backend out of ports
+    refuses the call with C{503} and C{Retry-After} instead of letting it
+    ring with media that cannot flow.  Every B leg of the hunt gets that
+    anchored offer.
+  - B{every later SDP} (answers in 18x and 2xx, re-INVITEs and UPDATEs
+    either way, late offers and their ACK answers) goes through
+    C{b2bua_rewrite_sdp}: the plugin keeps, per call, which side's offer is
+    outstanding, so an SDP from the other side is its answer and one from
+    the same side is a new offer; a copy repeated unchanged (the answer in
+    a 180 and again in the 200) gives the same rewritten SDP without asking
+    the backend twice.
+  - B{the end}: C{b2bua_call_ended} deletes the call's media and leaves
+    its statistics (per stream and side: packets, bytes, lost, jitter,
+    round-trip time) in C{call.data["media"]}, which the CDR keeps and the
+    metrics count.
+  - B{dead media}: the backend reports calls whose active streams have
+    been silent for C{[media] media_timeout}; the plugin hangs them up
+    (BYE both ways, C{Reason: Q.850;cause=102}, CDR disconnect
+    C{media-timeout}).
+
+The rewriting is synchronous (the core's SDP hook is): a backend whose
+answers are not ready at once (rtpengine) anchors the first offer here,
+and the rest needs the core to wait for SDP, which it does not yet; the
+plugin then logs it and lets that SDP through unanchored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from b2bua.core.call import Call, CallRecord
+from b2bua.core.decisions import Reject
+from b2bua.core.services import Services
+from b2bua.hookspecs import hookimpl
+from b2bua.sip.errors import ParseError
+from b2bua.sip.message import Request
+from b2bua.sip.sdp import SessionDescription, parse_sdp
+from media.interfaces import MediaError, MediaStats, MediaUnavailable
+
+__all__ = ["NAME", "MediaAnchor", "stats_json"]
+
+NAME = "media"
+#: The answer to a call the backend cannot anchor.
+NO_MEDIA = Reject(503, "Service Unavailable", (
+    ("Retry-After", "5"), ("Reason", 'Q.850;cause=47;text="no media resources"')),
+    source=NAME)
+DEAD_MEDIA_REASON = 'Q.850;cause=102;text="media timeout"'
+
+log = Logger()
+
+
+@dataclass
+class _Anchored:
+    """One call's anchoring: the outstanding offer, the last SDP in and out."""
+
+    call: Call
+    tag: str = ""
+    pending: str | None = None
+    last: dict[str, tuple[bytes, SessionDescription]] = field(default_factory=dict)
+
+
+def stats_json(stats: MediaStats) -> list[dict[str, Any]]:
+    """The streams of C{stats}, JSON-ready (for the CDR)."""
+    return [{"index": s.index, "media": s.media, "side": s.side, "packets": s.packets,
+             "bytes": s.bytes, "lost": s.lost, "jitter_ms": s.jitter_ms, "rtt_ms": s.rtt_ms}
+            for s in stats.streams]
+
+
+def _replace(target: SessionDescription, source: SessionDescription) -> None:
+    """Make C{target} (the hook's object) read as C{source}."""
+    target.origin = source.origin
+    target.session_name = source.session_name
+    target.connection = source.connection
+    target.bandwidths = list(source.bandwidths)
+    target.attributes = list(source.attributes)
+    target.media = [m.copy() for m in source.media]
+    target.extra_lines = list(source.extra_lines)
+    target.version = source.version
+
+
+def _ready(d: Deferred[Any]) -> tuple[bool, Any]:
+    """(fired, result) of a Deferred without waiting: a failure is returned
+    as a L{Failure} (and consumed)."""
+    box: list[Any] = []
+    d.addBoth(box.append)
+    if not box:
+        return False, None
+    return True, box[0]
+
+
+class _Metrics:
+    """What ended calls' media looked like."""
+
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        self.packets = Counter("b2bua_media_packets_total",
+                               "RTP packets received from the parties of ended calls.",
+                               registry=registry)
+        self.lost = Counter("b2bua_media_lost_packets_total",
+                            "RTP packets lost on their way to the switch (ended calls).",
+                            registry=registry)
+        self.jitter = Histogram("b2bua_media_jitter_ms",
+                                "Interarrival jitter of ended calls' streams (ms).",
+                                buckets=(1, 2, 5, 10, 20, 30, 50, 100, 200),
+                                registry=registry)
+        self.rtt = Histogram("b2bua_media_rtt_ms",
+                             "Round-trip time between the switch and a party, from RTCP (ms).",
+                             buckets=(5, 10, 25, 50, 100, 200, 400, 800),
+                             registry=registry)
+        self.dead = Counter("b2bua_media_timeouts_total",
+                            "Calls ended because their media stopped.", registry=registry)
+        self.refused = Counter("b2bua_media_unavailable_total",
+                               "Calls refused because media could not be anchored.",
+                               registry=registry)
+
+    def ended(self, stats: MediaStats) -> None:
+        for stream in stats.streams:
+            self.packets.inc(stream.packets)
+            self.lost.inc(max(0, stream.lost))
+            if stream.jitter_ms is not None:
+                self.jitter.observe(stream.jitter_ms)
+            if stream.rtt_ms is not None:
+                self.rtt.observe(stream.rtt_ms)
+
+
+class MediaAnchor:
+    """The media plugin (module docstring).
+
+    @param backend: the backend to use (else C{services.extra["media_backend"]};
+        without one the plugin stays idle).
+    """
+
+    def __init__(self, backend: Any = None) -> None:
+        self._given = backend
+        self.backend: Any = None
+        self.calls: dict[str, _Anchored] = {}
+        self.metrics: _Metrics | None = None
+        self._warned = False
+
+    @hookimpl
+    def b2bua_configure(self, services: Services, settings: dict[str, Any]) -> None:
+        """Take the backend; be told about dead media."""
+        self.backend = self._given or services.extra.get("media_backend")
+        if self.backend is None:
+            return
+        self.metrics = _Metrics(services.metrics.registry)
+        services.extra["media_dead"] = self.media_dead
+
+    # -- the first offer -----------------------------------------------------------
+
+    @hookimpl
+    def b2bua_authorize_call(self, call: Call, request: Request) -> Any:
+        """Anchor the caller's offer before the hunt (lazily); 503 when the
+        backend cannot."""
+        backend = self.backend
+        if backend is None or not request.body or request.content_type != "application/sdp":
+            if backend is not None:  # a late offer: anchored when it comes
+                self.calls[call.id] = _Anchored(call, _from_tag(request))
+            return None
+        try:
+            offer = parse_sdp(request.body)
+        except (ValueError, ParseError):
+            return None  # not ours to judge: the callee will
+        anchored = self.calls[call.id] = _Anchored(call, _from_tag(request))
+
+        def anchor() -> Deferred[Reject | None]:
+            d = backend.offer(call.id, anchored.tag, offer, side="a")
+
+            def done(rewritten: SessionDescription) -> None:
+                anchored.pending = "a"
+                anchored.last["a"] = (request.body, rewritten)
+                return None
+
+            def failed(failure: Failure) -> Reject:
+                self.calls.pop(call.id, None)
+                assert self.metrics is not None
+                self.metrics.refused.inc()
+                if not failure.check(MediaUnavailable):
+                    log.failure("media: anchoring {call_id} failed", failure, call_id=call.id)
+                return NO_MEDIA
+
+            return d.addCallbacks(done, failed)
+
+        return anchor
+
+    # -- every SDP crossing ----------------------------------------------------------
+
+    @hookimpl
+    def b2bua_rewrite_sdp(self, call: Call, leg: Any, sdp: SessionDescription,
+                          direction: str) -> None:
+        """Point the SDP at the backend (see the module docstring)."""
+        anchored = self.calls.get(call.id)
+        if anchored is None or self.backend is None:
+            return
+        side = "b" if leg is call.a_leg else "a"
+        text = sdp.to_bytes()
+        previous = anchored.last.get(side)
+        if previous is not None and previous[0] == text:
+            _replace(sdp, previous[1])
+            return
+        tag = anchored.tag
+        if anchored.pending is not None and anchored.pending != side:
+            d = self.backend.answer(call.id, tag, "", sdp, side=side)
+            pending = None
+        else:
+            d = self.backend.offer(call.id, tag, sdp, side=side)
+            pending = side
+        fired, result = _ready(d)
+        if not fired:
+            if not self._warned:
+                self._warned = True
+                log.error("media: the backend answers later than the SDP hook can wait; "
+                          "this SDP goes unanchored (see docs/media-anchoring.md)")
+            return
+        if isinstance(result, Failure):
+            log.error("media: SDP of {call_id} not anchored: {error}", call_id=call.id,
+                      error=result.getErrorMessage())
+            return
+        anchored.pending = pending
+        anchored.last[side] = (text, result)
+        _replace(sdp, result)
+
+    # -- the end ---------------------------------------------------------------------
+
+    @hookimpl(tryfirst=True)
+    def b2bua_call_ended(self, call: Call, record: CallRecord) -> Any:
+        """Close the call's media; its statistics go to the CDR (runs first,
+        so that the CDR plugin finds them)."""
+        anchored = self.calls.pop(call.id, None)
+        if anchored is None or self.backend is None:
+            return None
+        d = self.backend.delete(call.id)
+
+        def closed(stats: MediaStats | None) -> None:
+            if stats is not None:
+                call.data["media"] = stats_json(stats)
+                assert self.metrics is not None
+                self.metrics.ended(stats)
+
+        def failed(failure: Failure) -> None:
+            if not failure.check(MediaError):
+                log.failure("media: closing {call_id} failed", failure, call_id=call.id)
+
+        return d.addCallbacks(closed, failed)
+
+    def media_dead(self, call_id: str) -> None:
+        """The backend saw no media on the call for too long: hang it up."""
+        anchored = self.calls.get(call_id)
+        if anchored is None or anchored.call.ended:
+            return
+        assert self.metrics is not None
+        self.metrics.dead.inc()
+        log.info("media: no RTP on {call_id} for too long; hanging up", call_id=call_id)
+        anchored.call.hangup(DEAD_MEDIA_REASON, disconnect="media-timeout")
+
+
+def _from_tag(request: Request | None) -> str:
+    """The caller's From tag (rtpengine's call identity), C{""} if unknown."""
+    if request is None:
+        return ""
+    try:
+        return request.from_.tag or ""
+    except (ParseError, AttributeError):
+        return ""
