@@ -146,8 +146,12 @@ def b2bua_rewrite_sdp(
     call: Call, leg: Leg, sdp: SessionDescription, direction: str
 ) -> None:
     """Change an SDP offer or answer crossing the B2BUA, as it goes out on
-    C{leg}.  C{direction} is C{"offer"} or C{"answer"}.  Synchronous
-    transformation: mutate C{sdp}."""
+    C{leg}.  C{direction} is C{"offer"} or C{"answer"}.  Transformation:
+    mutate C{sdp}, at once, or return a Deferred and mutate it before the
+    Deferred fires (a media backend answering over the network): the core
+    then holds that SDP, and the call's later ones, until it fires (at most
+    the hook timeout; then the SDP goes as it came).  The first offer to a
+    B leg cannot wait: anchor it earlier (C{b2bua_authorize_call})."""
 
 
 @hookspec(firstresult=True)

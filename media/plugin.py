@@ -25,10 +25,9 @@ C{docs/media-anchoring.md}.
     (BYE both ways, C{Reason: Q.850;cause=102}, CDR disconnect
     C{media-timeout}).
 
-The rewriting is synchronous (the core's SDP hook is): a backend whose
-answers are not ready at once (rtpengine) anchors the first offer here,
-and the rest needs the core to wait for SDP, which it does not yet; the
-plugin then logs it and lets that SDP through unanchored.
+A backend that answers later (rtpengine) anchors the first offer while
+the call is authorised (the lazy hook waits), and every later SDP through
+the SDP hook's Deferred: the core holds the SDP until the backend answered.
 """
 
 from __future__ import annotations
@@ -92,12 +91,20 @@ def _replace(target: SessionDescription, source: SessionDescription) -> None:
 
 
 def _ready(d: Deferred[Any]) -> tuple[bool, Any]:
-    """(fired, result) of a Deferred without waiting: a failure is returned
-    as a L{Failure} (and consumed)."""
+    """(fired, result) of a Deferred without waiting.  A fired one's
+    failure is returned as a L{Failure} (and consumed); one not fired yet is
+    left as it is, for callbacks to be added."""
     box: list[Any] = []
-    d.addBoth(box.append)
+
+    def grab(result: Any) -> Any:
+        box.append(result)
+        return result
+
+    d.addBoth(grab)
     if not box:
         return False, None
+    if isinstance(box[0], Failure):
+        d.addErrback(lambda _: None)
     return True, box[0]
 
 
@@ -174,13 +181,15 @@ class MediaAnchor:
         except (ValueError, ParseError):
             return None  # not ours to judge: the callee will
         anchored = self.calls[call.id] = _Anchored(call, _from_tag(request))
+        # the offer as the SDP hook will see it (parsed and written again)
+        text = offer.to_bytes()
 
         def anchor() -> Deferred[Reject | None]:
             d = backend.offer(call.id, anchored.tag, offer, side="a")
 
             def done(rewritten: SessionDescription) -> None:
                 anchored.pending = "a"
-                anchored.last["a"] = (request.body, rewritten)
+                anchored.last["a"] = (text, rewritten)
                 return None
 
             def failed(failure: Failure) -> Reject:
@@ -199,8 +208,9 @@ class MediaAnchor:
 
     @hookimpl
     def b2bua_rewrite_sdp(self, call: Call, leg: Any, sdp: SessionDescription,
-                          direction: str) -> None:
-        """Point the SDP at the backend (see the module docstring)."""
+                          direction: str) -> Deferred[None] | None:
+        """Point the SDP at the backend (see the module docstring); a
+        Deferred when the backend answers later (the core waits for it)."""
         anchored = self.calls.get(call.id)
         if anchored is None or self.backend is None:
             return
@@ -217,20 +227,26 @@ class MediaAnchor:
         else:
             d = self.backend.offer(call.id, tag, sdp, side=side)
             pending = side
-        fired, result = _ready(d)
-        if not fired:
-            if not self._warned:
-                self._warned = True
-                log.error("media: the backend answers later than the SDP hook can wait; "
-                          "this SDP goes unanchored (see docs/media-anchoring.md)")
-            return
-        if isinstance(result, Failure):
+        anchored.pending = pending  # what the backend will have seen
+
+        def apply(result: SessionDescription) -> None:
+            anchored.last[side] = (text, result)
+            _replace(sdp, result)
+
+        def failed(failure: Failure) -> None:
             log.error("media: SDP of {call_id} not anchored: {error}", call_id=call.id,
-                      error=result.getErrorMessage())
-            return
-        anchored.pending = pending
-        anchored.last[side] = (text, result)
-        _replace(sdp, result)
+                      error=failure.getErrorMessage())
+
+        fired, result = _ready(d)
+        if fired:
+            if isinstance(result, Failure):
+                failed(result)
+            else:
+                apply(result)
+            return None
+        later: Deferred[None] = Deferred()
+        d.addCallbacks(apply, failed).addBoth(lambda _: later.callback(None))
+        return later
 
     # -- the end ---------------------------------------------------------------------
 

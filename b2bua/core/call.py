@@ -21,6 +21,7 @@ The diagram is C{docs/state-machines/call.dot}.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -173,6 +174,8 @@ class Call:
         self._setup_timers: dict[int, IDelayedCall] | None = None
         self._abandoned: set[int] | None = None
         self._refusal: Reject | None = None
+        #: SDPs waiting for an earlier one's hooks (None: none waiting)
+        self._sdp_queue: list[tuple[Any, Any, str, Any]] | None = None
         self.relay = Relay(self)
 
     def __repr__(self) -> str:
@@ -449,7 +452,14 @@ class Call:
         self._check_step_done()
 
     def _relay_provisional(self, leg: ClientLeg, response: Response) -> None:
-        body, content_type = self._rewritten_body(response, self.a_leg, "answer")
+        self.with_body(response, self.a_leg, "answer",
+                       lambda body, content_type: self._send_provisional(
+                           response, body, content_type))
+
+    def _send_provisional(self, response: Response, body: bytes,
+                          content_type: str | None) -> None:
+        if self._ended or self._cancelled or self.answered_leg is not None:
+            return
         if self.state is CallState.EARLY and not body and self._relayed_18x:
             return
         self._relayed_18x = True
@@ -484,7 +494,19 @@ class Call:
         for other in self.b_legs:
             if other is not leg and not other.done:
                 other.cancel('SIP;cause=200;text="Call completed elsewhere"')
-        body, content_type = self._rewritten_body(response, self.a_leg, "answer")
+        self.with_body(response, self.a_leg, "answer",
+                       lambda body, content_type: self._send_answer(
+                           leg, response, body, content_type))
+
+    def _send_answer(self, leg: ClientLeg, response: Response, body: bytes,
+                     content_type: str | None) -> None:
+        """Relay the answer (its SDP rewritten) to the caller."""
+        if self._ended or self._cancelled:
+            # the caller went away while the answer's SDP was being made
+            leg.bye('SIP;cause=487;text="call already ended"')
+            if self._ended and leg.dialog is not None:
+                self.context.unregister_dialog(leg.dialog)
+            return
         now = self.context.clock.seconds()
         if not self.a_leg.answer(body, content_type, self.context.answer_headers(self),
                                  on_ack_timeout=self._ack_timeout):
@@ -514,9 +536,12 @@ class Call:
         self.hangup('SIP;cause=408;text="no ACK"', disconnect="no-ack")
 
 
-    def _rewritten_body(self, message: Request | Response, out_leg: Any,
-                        direction: str) -> tuple[bytes, str | None]:
-        """The body of C{message} for C{out_leg}, SDP passed through the hook."""
+    def _rewritten_body(self, message: Request | Response, out_leg: Any, direction: str,
+                        wait: bool = True) -> Any:
+        """The body of C{message} for C{out_leg}, SDP passed through the
+        hook: C{(body, content_type)}, or a Deferred of it when a plugin
+        answers later (a media backend over the network).  With C{wait}
+        false the caller cannot wait: the SDP then goes as it came (logged)."""
         body = message.body
         content_type = message.headers.get("content-type")
         if not body:
@@ -526,9 +551,42 @@ class Call:
                 sdp = parse_sdp(body)
             except ValueError:
                 return body, content_type
-            self.context.hooks.rewrite_sdp(self, out_leg, sdp, direction)
-            return sdp.to_bytes(), content_type
+            pending = self.context.hooks.rewrite_sdp(self, out_leg, sdp, direction)
+            if pending is None:
+                return sdp.to_bytes(), content_type
+            if not wait:
+                self.log.error("call {call_id}: an SDP hook answered later than this SDP could "
+                          "wait; sent as it came", call_id=self.id)
+                return body, content_type
+            return pending.addCallback(lambda _: (sdp.to_bytes(), content_type))
         return body, content_type
+
+    def with_body(self, message: Request | Response, out_leg: Any, direction: str,
+                  then: Callable[[bytes, str | None], object]) -> None:
+        """Call C{then(body, content_type)} with C{message}'s body rewritten
+        for C{out_leg}: at once, or once the SDP hooks are done.  The call's
+        SDPs are handled in the order they came, one at a time: one waiting
+        for a plugin holds the next ones back.  C{then} checks the call's
+        state: time may have passed."""
+        if self._sdp_queue is not None:
+            self._sdp_queue.append((message, out_leg, direction, then))
+            return
+        result = self._rewritten_body(message, out_leg, direction)
+        if not isinstance(result, Deferred):
+            then(*result)
+            return
+        self._sdp_queue = []
+
+        def done(rewritten: tuple[bytes, str | None]) -> None:
+            try:
+                then(*rewritten)
+            finally:
+                queue, self._sdp_queue = self._sdp_queue or [], None
+                for item in queue:
+                    self.with_body(*item)
+
+        result.addCallback(done).addErrback(lambda f: self.log.failure(
+            "call {call_id}: relaying an SDP failed", f, call_id=self.id))
 
     # -- caller events ---------------------------------------------------------
 

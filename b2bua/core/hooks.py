@@ -182,9 +182,24 @@ class CallHooks:
         """Let plugins change a B-leg request (failures leave it unchanged)."""
         self._notify("b2bua_prepare_outgoing_request", call=call, leg=leg, request=request)
 
-    def rewrite_sdp(self, call: object, leg: object, sdp: object, direction: str) -> None:
-        """Let plugins rewrite an SDP going out on C{leg}."""
+    def rewrite_sdp(self, call: object, leg: object, sdp: object,
+                    direction: str) -> Deferred[None] | None:
+        """Let plugins rewrite an SDP going out on C{leg}.  C{None} when
+        they are done; else a Deferred firing once the Deferreds they
+        returned have (a media backend answering over the network), at
+        most the hook timeout later."""
+        before = set(self.outstanding)
         self._notify("b2bua_rewrite_sdp", call=call, leg=leg, sdp=sdp, direction=direction)
+        pending = [d for d in self.outstanding if d not in before]
+        if not pending:
+            return None
+        d: Deferred[Any] = DeferredList(pending, consumeErrors=True)
+        d.addTimeout(self.timeout, self.clock)
+
+        def late(failure: Failure) -> None:
+            self._failed("b2bua_rewrite_sdp", failure)
+
+        return d.addCallbacks(lambda _: None, late)
 
     # -- notifications -----------------------------------------------------
 

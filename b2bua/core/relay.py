@@ -174,7 +174,19 @@ class Relay:
             return
         exchange = _Exchange(leg, other, request, transaction)
         self.exchange = exchange
-        body, content_type = self.call._rewritten_body(request, other, "offer")
+        self.call.with_body(request, other, "offer",
+                            lambda body, content_type: self._send_offer(
+                                exchange, body, content_type))
+
+    def _send_offer(self, exchange: _Exchange, body: bytes, content_type: str | None) -> None:
+        """Forward an offer (its SDP rewritten) to the other leg."""
+        leg, other, request = exchange.origin, exchange.target, exchange.request
+        transaction = exchange.transaction
+        if other.ended or self.call.ended:
+            if self.exchange is exchange:
+                self.exchange = None
+            self._respond(leg, transaction, request, 481)
+            return
         if body:
             other.last_sdp = (body, content_type)
         headers = self._session_headers(request, other)
@@ -217,15 +229,17 @@ class Relay:
         if 200 <= response.code < 300:
             self._refreshed(target)
             self._refreshed(origin)
-            body, content_type = self.call._rewritten_body(response, origin, "answer")
             if exchange.request.method == "INVITE":
                 if exchange.request.body or not response.body:
                     exchange.ack = self._ack(target, response)
                 else:
                     exchange.answer_2xx = response
                     target.awaiting_exchange = exchange  # type: ignore[attr-defined]
-            self._respond(origin, exchange.transaction, exchange.request, response.code,
-                          response.reason, body=body, content_type=content_type)
+            self.call.with_body(response, origin, "answer",
+                                lambda body, content_type: self._respond(
+                                    origin, exchange.transaction, exchange.request,
+                                    response.code, response.reason, body=body,
+                                    content_type=content_type))
             return
         if exchange.request.method == "INVITE" and response.code in (408, 481):
             self.call.hangup(f'SIP;cause={response.code};text="re-INVITE failed"',
@@ -265,14 +279,18 @@ class Relay:
         held = getattr(other, "awaiting_exchange", None)
         if held is not None and held.answer_2xx is not None:
             other.awaiting_exchange = None  # type: ignore[attr-defined]
-            body, content_type = call._rewritten_body(ack, other, "answer")
-            held.ack = self._ack(other, held.answer_2xx, body, content_type)
+
+            def ack_held(body: bytes, content_type: str | None) -> None:
+                held.ack = self._ack(other, held.answer_2xx, body, content_type)
+
+            call.with_body(ack, other, "answer", ack_held)
             return
         awaiting = getattr(other, "awaiting_ack_body", None)
         if awaiting is not None:
             other.awaiting_ack_body = None  # type: ignore[attr-defined]
-            body, content_type = call._rewritten_body(ack, other, "answer")
-            other.send_ack(awaiting, body, content_type)  # type: ignore[attr-defined]
+            call.with_body(ack, other, "answer",
+                           lambda body, content_type: other.send_ack(  # type: ignore[attr-defined]
+                               awaiting, body, content_type))
 
     # -- session timers ------------------------------------------------------
 

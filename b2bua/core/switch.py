@@ -169,7 +169,7 @@ class Switch:
             headers.append(("Session-Expires", str(self.settings.session_expires)))
             headers.append(("Min-SE", str(MIN_SE)))
         headers.extend(destination.headers)
-        body, content_type = call._rewritten_body(a, leg, "offer")
+        body, content_type = call._rewritten_body(a, leg, "offer", wait=False)
         if body and content_type:
             headers.append(("Content-Type", content_type))
         # the Request-URI as text: parsed only if a plugin reads it
