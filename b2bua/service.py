@@ -61,6 +61,7 @@ from media.plugin import NAME as MEDIA
 from media.plugin import MediaAnchor
 from nat.plugin import NAME as NAT
 from nat.plugin import Nat
+from nat.stun import answer as stun_answer
 from oam.api import make_api, mount
 from oam.api.balances import BalanceAccess
 from oam.site import OAMSite
@@ -465,6 +466,9 @@ class SwitchService(MultiService):
             "payer": provisioned.payer})
         self.pm.hook.b2bua_configure.call_historic(
             kwargs={"services": services, "settings": dict(self.config.plugins.settings)})
+        # RFC 5626 4.4.2: STUN keep-alives of outbound (RFC 5626) phones on the SIP port
+        self.transport.datagram_responder = lambda data, source: stun_answer(
+            data, source, software=self.config.sip.user_agent).reply
         for listener in self.config.sip.listen:
             try:
                 self.transport.listen(listener)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -121,6 +122,10 @@ class TransportLayer:
         """
         self._reactor = reactor
         self.user = user
+        #: answers datagrams that are not SIP (RFC 5626 4.4.2: STUN
+        #: keep-alives on the SIP port): C{(data, (host, port)) -> reply or
+        #: None}; set by the service (the stack knows no STUN)
+        self.datagram_responder: Callable[[bytes, tuple[str, int]], bytes | None] | None = None
         self.tls = build_tls(tls) if isinstance(tls, TLSConfig) else tls
         self.max_message_size = max_message_size
         self.udp_size_limit = udp_size_limit
@@ -395,6 +400,17 @@ class TransportLayer:
                            port: int) -> None:
         if not data.strip(b"\r\n\x00 \t"):
             self.stats["keepalives_received"] += 1
+            return
+        if data[:1] < b"\x04" and self.datagram_responder is not None:
+            # a SIP message starts with a letter; STUN's first byte is 0 or 1
+            self.stats["keepalives_received"] += 1
+            try:
+                reply = self.datagram_responder(data, (host, port))
+                if reply:
+                    listener.port.write(reply, (host, port))  # type: ignore[attr-defined]
+            except Exception:
+                self.stats["internal_errors"] += 1
+                log.failure("answering a keep-alive from {host} failed", host=host)
             return
         source = Source("UDP", (normalize_host(host), port), listener.sent_by)
         self._receive_safely(data, source)

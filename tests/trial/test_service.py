@@ -33,6 +33,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -602,6 +603,32 @@ class LoopbackTests(TestCase):
         self.assertEqual(response.via[0].branch, parse_message(request).via[0].branch)
         self.assertEqual(response.via[0].params.get("rport"), str(local))
         self.assertIsNotNone(response.to.tag)
+
+    @inlineCallbacks
+    def test_stun_on_the_sip_port(self) -> Any:
+        """A STUN Binding request to the SIP UDP port (RFC 5626 4.4.2
+        keep-alive) gets a success answer with the client's address."""
+        from nat import stun
+
+        replies: list[bytes] = []
+
+        class Stun(DatagramProtocol):
+            def datagramReceived(self, data: bytes, addr: Any) -> None:
+                replies.append(data)
+
+        port = reactor.listenUDP(0, Stun(), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        transaction = b"0123456789ab"
+        request = b"\x00\x01\x00\x00\x21\x12\xa4\x42" + transaction
+        port.write(request, ("127.0.0.1", self.port("UDP")))
+        for _ in range(50):
+            if replies:
+                break
+            yield deferLater(reactor, 0.02, lambda: None)
+        (reply,) = replies
+        answer = stun.parse(reply)
+        self.assertEqual((answer.method, answer.cls), (stun.BINDING, stun.SUCCESS))
+        self.assertEqual(answer.transaction_id, transaction)
 
     @inlineCallbacks
     def test_oam_over_http(self) -> Any:

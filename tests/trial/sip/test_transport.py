@@ -352,6 +352,26 @@ class UDPReceiveTests(SynchronousTestCase):
         self.assertEqual(port.written, [])
         self.assertEqual(layer.stats["messages_dropped"], 1)
 
+    def test_stun_keepalive_answered(self) -> None:
+        """A datagram that cannot be SIP (first byte below 4: STUN, RFC 5626
+        4.4.2) goes to the responder, whose reply is sent back from the
+        same listener; without a responder it is dropped as before."""
+        layer, reactor, user = udp_layer()
+        seen: list[tuple[bytes, tuple[str, int]]] = []
+
+        def responder(data: bytes, source: tuple[str, int]) -> bytes | None:
+            seen.append((data, source))
+            return b"\x01\x01reply"
+
+        layer.datagram_responder = responder
+        port = receive(reactor, b"\x00\x01\x00\x00binding", ("192.0.2.10", 5060))
+        self.assertEqual(seen, [(b"\x00\x01\x00\x00binding", ("192.0.2.10", 5060))])
+        self.assertEqual(port.written, [(b"\x01\x01reply", ("192.0.2.10", 5060))])
+        self.assertEqual((user.received, layer.stats["keepalives_received"]), ([], 1))
+        layer.datagram_responder = lambda data, source: None
+        receive(reactor, b"\x00\x01junk", ("192.0.2.10", 5060))
+        self.assertEqual(len(port.written), 1)
+
     def test_keepalive_datagram_ignored(self) -> None:
         """A datagram of CRLFs (a keep-alive) is ignored quietly."""
         layer, reactor, user = udp_layer()
