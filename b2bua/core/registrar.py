@@ -11,7 +11,8 @@ the router asks for an AOR's contacts.
 Answers:
   - 200 with every current binding of the AOR (each Contact with its
     C{expires}), C{Date}, C{Supported: path, outbound}, the request's Path
-    when the UA supports C{path}, C{Require: outbound} when a reg-id was used;
+    when the UA supports C{path}, C{Require: outbound} and C{Flow-Timer} when a
+    reg-id was used;
   - 400 for a malformed Contact/Expires/q/reg-id, a misused C{*};
   - 423 with C{Min-Expires} for an interval below the minimum;
   - 403 C{Too Many Contacts} when the AOR would exceed C{max_contacts};
@@ -47,6 +48,10 @@ from b2bua.sip.message import Request, Response, make_response
 
 __all__ = ["RETRY_AFTER", "SUPPORTED", "Registrar", "format_binding"]
 
+#: Seconds between keep-alives the registrar asks of an outbound (RFC 5626)
+#: flow: C{Flow-Timer} of its 200 (5.4), for UDP and for TCP/TLS.
+FLOW_TIMER_UDP = 25
+FLOW_TIMER_STREAM = 120
 #: Option tags the registrar puts in C{Supported} of its 200 responses.
 SUPPORTED = "path, outbound"
 
@@ -261,6 +266,12 @@ class Registrar:
         headers += [("Path", p) for p in path]
         if outbound:
             headers.append(("Require", "outbound"))
+            # RFC 5626 5.4: how often the flow's keep-alives should come (UDP
+            # bindings behind NATs time out in about 30 s; streams last longer)
+            via = request.via[0] if request.via else None
+            reliable = via is not None and via.transport.upper() != "UDP"
+            headers.append(("Flow-Timer", str(FLOW_TIMER_STREAM if reliable
+                                              else FLOW_TIMER_UDP)))
         headers.append(("Supported", SUPPORTED))
         headers.append(("Date", formatdate(now, usegmt=True)))
         return make_response(request, 200, to_tag=tag, headers=headers)

@@ -271,6 +271,8 @@ class RegistrarTests(SynchronousTestCase):
         self.assertEqual(self.contacts(response),
                          [f'<{C2};ob>;+sip.instance="{INSTANCE}";reg-id=1;expires=3600'])
         self.assertEqual(response.headers.get("Require"), "outbound")
+        # RFC 5626 5.4: the keep-alive interval asked of the flow (UDP here)
+        self.assertEqual(response.headers.get("Flow-Timer"), "25")
         (b,) = self.lookup()
         self.assertEqual((b.instance_id, b.reg_id), (INSTANCE, 1))
 
