@@ -47,14 +47,18 @@ from b2bua.core.decisions import Destination, Hunt, Reject, StopHunting
 from b2bua.core.services import Services
 from b2bua.hookspecs import hookimpl
 from b2bua.sip.errors import ParseError
+from b2bua.sip.headers import parse_name_addr
 from b2bua.sip.interfaces import Source
 from b2bua.sip.message import Request, Response
 from b2bua.sip.offer_answer import filter_codecs
 from plugins.trunking.call_limiter import CallLimiter, LimitSettings, provisioned_limits
+from plugins.trunking.forwarding import apply_history_privacy
 from plugins.trunking.identity import (
+    CallerIdentity,
     apply_privacy,
     assert_identity,
     choose_caller_number,
+    privacy_values,
     receive_identity,
     set_calling_number,
 )
@@ -321,10 +325,17 @@ class Trunking:
         connection = directory.connection(connection_id)
         if connection is None:
             return
+        received = call.a_leg.request  # the PBX's INVITE (kept until the answer)
         try:
-            identity = receive_identity(request, trusted=False)
+            identity = _pbx_identity(received) if received is not None \
+                else receive_identity(request, trusted=False)
         except ParseError:
             return
+        if received is not None:
+            # a call the PBX forwards carries where it was forwarded from
+            for name in ("Diversion", "History-Info"):
+                for value in received.headers.get_all(name):
+                    request.headers.add(name, value)
         allowed = {row["number"] if row["number"].startswith("+") else "+" + row["number"]
                    for row in directory.dids_of_customer(state.trunk["customer_id"])}
         fmt = self.router.caller_ids.get(connection) if self.router else None
@@ -340,6 +351,7 @@ class Trunking:
             set_calling_number(request, user)
             assert_identity(request, number, domain=request.uri.host)
         apply_privacy(request, identity.privacy, next_hop_trusted=self.trusted_vendors)
+        apply_history_privacy(request, identity.privacy, next_hop_trusted=self.trusted_vendors)
 
     @hookimpl
     def b2bua_rewrite_sdp(self, call: Call, leg: Any, sdp: Any, direction: str) -> None:
@@ -483,6 +495,19 @@ class Trunking:
         charge["cost"] = cost(match, billable_duration(answered, ended)).cost
         charge["currency"] = tariff_row.get("currency") or ""
         return charge
+
+
+def _pbx_identity(received: Request) -> CallerIdentity:
+    """What a customer PBX's INVITE says of its caller, read without
+    changing it: a PBX is outside the trust domain, so its
+    P-Asserted-Identity is ignored and P-Preferred-Identity and From are
+    hints (RFC 3325 9.1, 9.2); its Privacy is honoured (RFC 3323).
+
+    @raise ParseError: a malformed P-Preferred-Identity or From.
+    """
+    preferred = tuple(parse_name_addr(v)
+                      for v in received.headers.get_all("P-Preferred-Identity"))
+    return CallerIdentity((), preferred, privacy_values(received), received.from_.uri, False)
 
 
 def _int(text: str) -> int:

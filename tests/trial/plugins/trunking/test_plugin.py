@@ -268,6 +268,27 @@ class TrunkingTests(SynchronousTestCase):
         self.h.settle()
         self.h.stop()
 
+    def test_preferred_identity_privacy_and_diversion(self) -> None:
+        """The PBX's P-Preferred-Identity names the customer's DID; it asks
+        for privacy and forwards the call: the vendor (trusted) gets the DID
+        asserted, an anonymous From, Privacy: id, and the Diversion."""
+        call = self.dial("+442079460000", headers=(
+            ("P-Preferred-Identity", f"<sip:{DID}@{DOMAIN}>"),
+            ("Privacy", "id"),
+            ("Diversion", f"<sip:{DID}@{DOMAIN}>;reason=unconditional;counter=1"),
+        ))
+        invite = self.vendors[2].incoming[0].invite
+        self.assertIn(DID, invite.headers.get("p-asserted-identity"))
+        self.assertEqual(invite.from_.uri.user, "anonymous")
+        self.assertEqual(invite.headers.get("privacy"), "id")
+        self.assertIn("reason=unconditional", invite.headers.get("diversion"))
+        self.assertIsNone(invite.headers.get("p-preferred-identity"))
+        self.vendors[2].incoming[0].reject(404)
+        self.h.flush()
+        self.assertEqual(call.code, 404)
+        self.h.settle()
+        self.h.stop()
+
     def test_invalid_number(self) -> None:
         """What the dial plan cannot read is 484, before any vendor."""
         call = self.dial("12")
