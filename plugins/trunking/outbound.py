@@ -162,15 +162,19 @@ class OutboundRouter:
     @param max_attempts: the most vendors tried for one call.
     @param rng: the random source of the C{weighted} strategy.
     @param quality: the rolling figures by connection (C{quality} strategy).
+    @param lnp: the number-portability lookup: C{"+E.164"} -> routing prefix
+        or C{None} (default: the provisioned C{lnp_entries} table).
     """
 
     def __init__(self, directory: Callable[[], Any],
                  unavailable: Callable[[], set[int]], *, max_attempts: int = 5,
                  rng: random.Random | None = None,
-                 quality: Callable[[], Mapping[int, Quality]] | None = None) -> None:
+                 quality: Callable[[], Mapping[int, Quality]] | None = None,
+                 lnp: Callable[[str], str | None] | None = None) -> None:
         self.directory = directory
         self.unavailable = unavailable
         self.quality = quality
+        self.lnp = lnp
         self.max_attempts = max_attempts
         self.rng = rng or random.Random()
         self.tariffs = _Cache(_tariff_index)
@@ -207,9 +211,10 @@ class OutboundRouter:
         state.number = number
         state.emergency = classified.kind is Kind.EMERGENCY
         lookup = number
-        ported = directory.lnp("+" + number) if classified.kind is Kind.E164 else None
-        if ported is not None:
-            lookup = ported.routing_prefix + number
+        if classified.kind is Kind.E164:
+            prefix = self.ported("+" + number, directory)
+            if prefix:
+                lookup = prefix + number
         plan_row = directory.routing_plan_for_trunk(int(trunk["id"]))
         if plan_row is None:
             return NO_PLAN
@@ -232,6 +237,19 @@ class OutboundRouter:
                 state.routes[step.destinations[0].label] = ranked
                 steps.append(step)
         return steps or NO_ROUTE
+
+    def ported(self, number: str, directory: Any) -> str | None:
+        """The routing prefix of a ported number: the LNP hook's answer (a
+        carrier database), else the provisioned table's."""
+        if self.lnp is not None:
+            try:
+                return self.lnp(number)
+            except Exception:
+                log.failure("trunking: LNP lookup of {number} failed; routing as dialled",
+                            number=number)
+                return None
+        found = directory.lnp(number)
+        return found.routing_prefix if found is not None else None
 
     def _rank(self, directory: Any, number: str, start: dt.datetime, plan: Any,
               customer: Mapping[str, Any]) -> Ranking:

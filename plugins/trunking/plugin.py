@@ -146,7 +146,8 @@ class Trunking:
         registry = services.metrics.registry
         self.stats = ConnectionStats(registry)
         self.router = OutboundRouter(lambda: services.directory, self._unavailable,
-                                     max_attempts=attempts, quality=self.stats.quality)
+                                     max_attempts=attempts, quality=self.stats.quality,
+                                     lnp=services.extra.get("lnp_lookup"))
         redis = services.extra.get("redis")
         if redis is not None:
             from plugins.trunking.limits_redis import RedisCallLimitStore

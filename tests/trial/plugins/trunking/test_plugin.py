@@ -28,7 +28,7 @@ DID = "+442071234567"
 DAY = dt.date(2020, 1, 1)
 
 
-def directory(**trunk: Any) -> Directory:
+def directory(lnp: tuple[dict[str, Any], ...] = (), **trunk: Any) -> Directory:
     """A customer with an IP trunk from L{PBX}, an extension, a DID, and
     three vendors for +44 in one routing plan."""
     customer = {"id": 1, "sip_domain": DOMAIN, "name": "Acme", "currency": "EUR",
@@ -46,7 +46,8 @@ def directory(**trunk: Any) -> Directory:
                  "caller_id_format": {}, "status": "active", **trunk}
     vendors = [{"id": n, "name": f"vendor{n}", "status": "active"} for n in VENDORS]
     tariffs = [{"id": n, "name": f"deck{n}", "currency": "EUR",
-                "document": deck(("44", PRICES[n], 1, 1), *([("999", "0")] if n == 3 else []))}
+                "document": deck(("44", PRICES[n], 1, 1), *([("999", "0")] if n == 3 else []),
+                                 *([("9944", "0.05")] if n == 1 else []))}
                for n in VENDORS]
     connections = [{"id": n, "vendor_id": n, "name": f"c{n}", "address": f"{host}:5060",
                     "transport": "udp", "tariff_id": n, "enabled": True, "max_calls": 0,
@@ -56,13 +57,14 @@ def directory(**trunk: Any) -> Directory:
                     "inbound_sources": [f"{host}/32"]} for n, host in VENDORS.items()]
     plan = {"id": 1, "name": "uk", "strategy": "lcr",
             "entries": [{"prefix": "44", "connection_ids": [1, 2, 3]},
-                        {"prefix": "999", "connection_ids": [3]}]}
+                        {"prefix": "999", "connection_ids": [3]},
+                        {"prefix": "9944", "connection_ids": [1]}]}
     did = {"id": 1, "number": DID, "customer_id": 1, "target_kind": "account",
            "target": "10", "status": "active"}
     return Directory.from_rows({
         "customers": [customer], "accounts": [account], "trunks": [trunk_row],
         "vendors": vendors, "tariffs": tariffs, "connections": connections,
-        "routing_plans": [plan], "dids": [did]})
+        "routing_plans": [plan], "dids": [did], "lnp_entries": list(lnp)})
 
 
 class Recorder:
@@ -84,10 +86,12 @@ class TrunkingTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.start()
 
-    def start(self, settings: dict[str, Any] | None = None, **trunk: Any) -> None:
+    def start(self, settings: dict[str, Any] | None = None,
+              lnp: tuple[dict[str, Any], ...] = (), extra: dict[str, Any] | None = None,
+              **trunk: Any) -> None:
         self.recorder = Recorder()
-        self.h = SwitchHarness({"recorder": self.recorder}, directory=directory(**trunk),
-                               settings={NAME: settings or {}})
+        self.h = SwitchHarness({"recorder": self.recorder}, directory=directory(lnp, **trunk),
+                               settings={NAME: settings or {}}, extra=extra)
         self.plugin = self.h.pm.get_plugin(NAME)
         self.pbx = self.h.phone("pbx", host=PBX, domain=DOMAIN)
         self.vendors = {n: self.h.phone(f"v{n}", host=host) for n, host in VENDORS.items()}
@@ -284,6 +288,41 @@ class TrunkingTests(SynchronousTestCase):
         self.assertIn("reason=unconditional", invite.headers.get("diversion"))
         self.assertIsNone(invite.headers.get("p-preferred-identity"))
         self.vendors[2].incoming[0].reject(404)
+        self.h.flush()
+        self.assertEqual(call.code, 404)
+        self.h.settle()
+        self.h.stop()
+
+    def test_ported_number(self) -> None:
+        """A ported number is ranked by its routing prefix (the LNP table):
+        only the vendor pricing that network's prefix gets it."""
+        self.h.stop()
+        self.start(lnp=({"id": 1, "number": "+442079460000", "routing_prefix": "99",
+                         "carrier": "other"},))
+        call = self.dial("+442079460000")
+        self.assertEqual([len(self.vendors[n].incoming) for n in (1, 2, 3)], [1, 0, 0])
+        self.assertEqual(self.vendors[1].incoming[0].invite.uri.user, "+442079460000")
+        self.vendors[1].incoming[0].reject(404)
+        self.h.flush()
+        self.assertEqual(call.code, 404)
+        self.h.settle()
+        self.h.stop()
+
+    def test_lnp_hook(self) -> None:
+        """A plugin's LNP lookup (C{services.extra["lnp_lookup"]}, a carrier
+        database) replaces the table."""
+        self.h.stop()
+        asked: list[str] = []
+
+        def lookup(number: str) -> str | None:
+            asked.append(number)
+            return "99"
+
+        self.start(extra={"lnp_lookup": lookup})
+        call = self.dial("+442079460001")
+        self.assertEqual(asked, ["+442079460001"])
+        self.assertEqual([len(self.vendors[n].incoming) for n in (1, 2, 3)], [1, 0, 0])
+        self.vendors[1].incoming[0].reject(404)
         self.h.flush()
         self.assertEqual(call.code, 404)
         self.h.settle()
