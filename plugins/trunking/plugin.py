@@ -147,7 +147,7 @@ class Trunking:
         self.stats = ConnectionStats(registry)
         self.router = OutboundRouter(lambda: services.directory, self._unavailable,
                                      max_attempts=attempts, quality=self.stats.quality,
-                                     lnp=services.extra.get("lnp_lookup"))
+                                     lnp=lambda number: _ported(services, number))
         redis = services.extra.get("redis")
         if redis is not None:
             from plugins.trunking.limits_redis import RedisCallLimitStore
@@ -496,6 +496,16 @@ class Trunking:
         charge["cost"] = cost(match, billable_duration(answered, ended)).cost
         charge["currency"] = tariff_row.get("currency") or ""
         return charge
+
+
+def _ported(services: Services, number: str) -> str | None:
+    """The routing prefix of a ported number: a plugin's LNP lookup
+    (C{services.extra["lnp_lookup"]}), else the provisioned table."""
+    hook = services.extra.get("lnp_lookup")
+    if hook is not None:
+        return hook(number)  # type: ignore[no-any-return]
+    found = services.directory.lnp(number)
+    return found.routing_prefix if found is not None else None
 
 
 def _pbx_identity(received: Request) -> CallerIdentity:
