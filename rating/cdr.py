@@ -388,7 +388,7 @@ def _number(value: Any) -> float | None:
     """A finite clock reading from a note, or None."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return None
-    return float(value)
+    return value  # a clock reading (seconds), not money
 
 
 def cdr_for_recovery(entry: Any, currency: str = "") -> CDR:
