@@ -142,6 +142,40 @@ class _Metrics:
                 self.rtt.observe(stream.rtt_ms)
 
 
+class _RelayCollector:
+    """The built-in relay's own figures, read at each scrape."""
+
+    GAUGES = (("calls", "Calls with media in the relay now."),
+              ("streams", "Streams the relay carries now."),
+              ("ports_in_use", "Relay UDP ports open now."),
+              ("ports_capacity", "Relay UDP ports of the configured range."))
+    COUNTERS = (("packets_relayed", "Packets the relay sent on."),
+                ("bytes_relayed", "Bytes the relay sent on."),
+                ("dropped_foreign", "Packets dropped from a source other than the latched one."),
+                ("dropped_no_destination", "Packets with nowhere to go yet (address unknown, "
+                                           "held)."),
+                ("latches", "Sources latched."),
+                ("takeovers", "Latched sources replaced by another."),
+                ("ports_exhausted", "Offers refused for want of relay ports."))
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        counters = self.backend.stats()
+        for name, text in self.GAUGES:
+            yield GaugeMetricFamily(f"b2bua_media_relay_{name}", text,
+                                    value=getattr(counters, name))
+        for name, text in self.COUNTERS:
+            yield CounterMetricFamily(f"b2bua_media_relay_{name}", text,
+                                      value=getattr(counters, name))
+
+
 class MediaAnchor:
     """The media plugin (module docstring).
 
@@ -163,6 +197,8 @@ class MediaAnchor:
         if self.backend is None:
             return
         self.metrics = _Metrics(services.metrics.registry)
+        if callable(getattr(self.backend, "stats", None)):
+            services.metrics.registry.register(_RelayCollector(self.backend))
         services.extra["media_dead"] = self.media_dead
 
     # -- the first offer -----------------------------------------------------------
@@ -221,11 +257,13 @@ class MediaAnchor:
             _replace(sdp, previous[1])
             return
         tag = anchored.tag
+        # the callee's side is known by the tag we gave the caller (rtpengine's to-tag)
+        to_tag = call.a_leg.local_tag
         if anchored.pending is not None and anchored.pending != side:
-            d = self.backend.answer(call.id, tag, "", sdp, side=side)
+            d = self.backend.answer(call.id, tag, to_tag, sdp, side=side)
             pending = None
         else:
-            d = self.backend.offer(call.id, tag, sdp, side=side)
+            d = self.backend.offer(call.id, tag, sdp, to_tag=to_tag, side=side)
             pending = side
         anchored.pending = pending  # what the backend will have seen
 
@@ -257,7 +295,14 @@ class MediaAnchor:
         anchored = self.calls.pop(call.id, None)
         if anchored is None or self.backend is None:
             return None
+        # the statistics now, when the backend knows them at once (the relay):
+        # the CDR is built right after this hook
+        fired, now = _ready(self.backend.query(call.id))
+        if fired and isinstance(now, MediaStats):
+            call.data["media"] = stats_json(now)
         d = self.backend.delete(call.id)
+        settled: Deferred[None] = Deferred()
+        call.data["media_settled"] = settled
 
         def closed(stats: MediaStats | None) -> None:
             if stats is not None:
@@ -269,7 +314,9 @@ class MediaAnchor:
             if not failure.check(MediaError):
                 log.failure("media: closing {call_id} failed", failure, call_id=call.id)
 
-        return d.addCallbacks(closed, failed)
+        d.addCallbacks(closed, failed)
+        d.addBoth(lambda _: settled.callback(None))
+        return d
 
     def media_dead(self, call_id: str) -> None:
         """The backend saw no media on the call for too long: hang it up."""

@@ -15,6 +15,8 @@ C{call.data["charging"]} may carry C{settled}, a Deferred firing once the
 final cost is in it: the CDR waits for it, for at most C{settle_timeout}
 seconds (C{[plugins.cdrs] settle_timeout}, default 10), and is written
 with what is known if it fails or takes longer (noted in the breakdown).
+The media plugin's C{call.data["media_settled"]} (its backend's final
+statistics, when they come later) is waited for the same way.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 
 from b2bua.core.call import Call, CallRecord
@@ -72,9 +74,11 @@ class CDRs:
         writer, services = self.writer, self.services
         if writer is None or services is None:
             return None
-        settled = _settled(call.data.get("charging"))
-        if settled is None:
+        waits = [d for d in (_settled(call.data.get("charging")),
+                             call.data.get("media_settled")) if isinstance(d, Deferred)]
+        if not waits:
             return writer.append(self._cdr(call, record, None))
+        settled = waits[0] if len(waits) == 1 else DeferredList(waits, consumeErrors=True)
         return self._after_settling(call, record, settled)
 
     def _cdr(self, call: Call, record: CallRecord, note: str | None) -> CDR:

@@ -89,6 +89,7 @@ class AnchorTests(SynchronousTestCase):
         self.assertEqual(sum(1 for s in sent if s.destination == bob_media), 5)
         self.assertEqual(sum(1 for s in sent if s.destination == alice_media), 5)
         self.assertGreater(self.backend.stats().ports_in_use, 0)
+        self.reactor.deferred_closes = True  # sockets close later, as on a real reactor
         call.hangup()
         self.h.settle()
         data, _ = self.ended.calls[-1]
@@ -96,6 +97,9 @@ class AnchorTests(SynchronousTestCase):
         self.assertEqual(packets, {("a", 5), ("b", 5)})
         self.reactor.finish_closes()
         self.assertEqual(self.backend.stats().ports_in_use, 0)
+        self.assertEqual(self.h.metric("b2bua_media_relay_ports_in_use"), 0)
+        self.assertEqual(self.h.metric("b2bua_media_relay_packets_relayed_total"), 10)
+        self.assertEqual(self.h.metric("b2bua_media_packets_total"), 10)
 
     def test_hold_reinvite_anchored(self) -> None:
         """A re-INVITE putting the call on hold is anchored too: the other
