@@ -34,5 +34,11 @@ test: $(STAMP)
 bench: $(STAMP)
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/sip_parse.py
 
+# Prompt WAVs for the media server, spoken by espeak-ng (apt-get install espeak-ng);
+# generated, never committed: only changed or missing prompts are remade.
+.PHONY: prompts
+prompts: $(BIN)/python
+	PYTHONPATH=$(CURDIR) $(BIN)/python tools/make_prompts.py --out prompts
+
 clean:
 	rm -rf build *.egg-info _trial_temp

@@ -17,7 +17,7 @@ setup(
                                 "nat", "nat.*", "rating", "rating.*", "oam", "oam.*"]),
         "twisted.plugins",
     ],
-    package_data={"twisted": ["plugins/b2bua_plugin.py"]},
+    package_data={"twisted": ["plugins/b2bua_plugin.py"], "media.server": ["flows/*.toml"]},
     install_requires=[
         "twisted[tls]>=24.7",
         "pyopenssl>=24.0",

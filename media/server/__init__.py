@@ -1,0 +1,1 @@
+"""Media server: the pieces of a media endpoint (prompts, recording, mixing, DTMF, IVR)."""

@@ -1,0 +1,1 @@
+"""Tests for the media-server pieces."""
