@@ -52,7 +52,14 @@ from twisted.logger import Logger
 
 from b2bua.hookspecs import hookimpl
 from plugins.trunking.prober import ConnectionProber, Health, ProbeSettings, probe_is_good
-from plugins.trunking.uac import BadConnection, Connection, connection_from_row, sender_from
+from plugins.trunking.uac import (
+    BadConnection,
+    Connection,
+    connection_from_row,
+    connection_tables,
+    positive_seconds,
+    sender_from,
+)
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall
@@ -122,31 +129,16 @@ def read_settings(table: Mapping[str, Any]) -> tuple[bool, ProbeSettings, float]
             raise SettingsError(f"{_KEY}.from_user: expected letters and digits")
         values["from_user"] = table["from_user"]
     connections: dict[int, Mapping[str, Any]] = {}
-    raw = table.get("connections", {})
-    if not isinstance(raw, Mapping):
-        raise SettingsError(f"{_KEY}.connections: expected a table of connection ids")
-    for key, own in raw.items():
-        where = f"{_KEY}.connections.{key}"
-        if not str(key).isdigit():
-            raise SettingsError(f"{where}: the key must be a connection id")
-        if not isinstance(own, Mapping):
-            raise SettingsError(f"{where}: expected a table")
-        unknown = set(own) - {"probe", "interval"}
-        if unknown:
-            raise SettingsError(f"{where}.{sorted(unknown)[0]}: unknown key")
+    for connection_id, own, where in connection_tables(table, _KEY, {"probe", "interval"},
+                                                       SettingsError):
         if not isinstance(own.get("probe", True), bool):
             raise SettingsError(f"{where}.probe: expected true or false")
-        interval = own.get("interval", 1)
-        if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
-            raise SettingsError(f"{where}.interval: expected a positive number of seconds")
-        connections[int(key)] = own
+        positive_seconds(own, "interval", 1, where, SettingsError)
+        connections[connection_id] = own
     values["connections"] = connections
-    sync_interval = table.get("sync_interval", 30)
-    if isinstance(sync_interval, bool) or not isinstance(sync_interval, int | float) \
-            or sync_interval <= 0:
-        raise SettingsError(f"{_KEY}.sync_interval: expected a positive number of seconds")
+    sync_interval = positive_seconds(table, "sync_interval", 30, _KEY, SettingsError)
     try:
-        return enabled, ProbeSettings(**values), float(sync_interval)
+        return enabled, ProbeSettings(**values), sync_interval
     except ValueError as error:
         raise SettingsError(f"{_KEY}: {error}") from None
 

@@ -56,7 +56,14 @@ from plugins.trunking.registration_client import (
     refresh_delay,
     retry_delay,
 )
-from plugins.trunking.uac import BadConnection, connection_from_row, sender_from, target_for
+from plugins.trunking.uac import (
+    BadConnection,
+    connection_from_row,
+    connection_tables,
+    positive_seconds,
+    sender_from,
+    target_for,
+)
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -156,18 +163,8 @@ def read_settings(table: Mapping[str, Any]) -> RegistrationTable:
         raise SettingsError(f"{_KEY}.{sorted(unknown)[0]}: unknown key")
     settings = _timing(table, RegistrationSettings(), _KEY)
     connections: dict[int, Mapping[str, Any]] = {}
-    raw = table.get("connections", {})
-    if not isinstance(raw, Mapping):
-        raise SettingsError(f"{_KEY}.connections: expected a table of connection ids")
-    for key, own in raw.items():
-        where = f"{_KEY}.connections.{key}"
-        if not str(key).isdigit():
-            raise SettingsError(f"{where}: the key must be a connection id")
-        if not isinstance(own, Mapping):
-            raise SettingsError(f"{where}: expected a table")
-        unknown = set(own) - _CONNECTION_KEYS
-        if unknown:
-            raise SettingsError(f"{where}.{sorted(unknown)[0]}: unknown key")
+    for connection_id, own, where in connection_tables(table, _KEY, _CONNECTION_KEYS,
+                                                       SettingsError):
         for name in ("aor", "domain", "request_uri", "contact_user", "username", "realm",
                      "password"):
             if name in own and not isinstance(own[name], str):
@@ -178,7 +175,7 @@ def read_settings(table: Mapping[str, Any]) -> RegistrationTable:
         if "register" in own and not isinstance(own["register"], bool):
             raise SettingsError(f"{where}.register: expected true or false")
         _timing(own, settings, where)
-        connections[int(key)] = own
+        connections[connection_id] = own
     instance_id = table.get("instance_id") or default_instance_id()
     if not isinstance(instance_id, str) or not instance_id.startswith("urn:"):
         raise SettingsError(f"{_KEY}.instance_id: expected a URN such as urn:uuid:...")
@@ -189,12 +186,8 @@ def read_settings(table: Mapping[str, Any]) -> RegistrationTable:
         except ParseError as error:
             raise SettingsError(f"{_KEY}.contact_address: {error.reason}") from None
         contact_address = (host.strip("[]"), port or 5060)
-    sync_interval = table.get("sync_interval", 30)
-    if isinstance(sync_interval, bool) or not isinstance(sync_interval, int | float) \
-            or sync_interval <= 0:
-        raise SettingsError(f"{_KEY}.sync_interval: expected a positive number of seconds")
-    return RegistrationTable(settings, connections, instance_id, contact_address,
-                             float(sync_interval))
+    sync_interval = positive_seconds(table, "sync_interval", 30, _KEY, SettingsError)
+    return RegistrationTable(settings, connections, instance_id, contact_address, sync_interval)
 
 
 def _check_uri(text: str, where: str) -> None:

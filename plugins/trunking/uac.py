@@ -17,7 +17,7 @@ OPTIONS to a vendor connection.  This module holds what they share:
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -222,3 +222,38 @@ def timestamp(seconds: float | None) -> str | None:
     if seconds is None:
         return None
     return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
+
+
+def connection_tables(table: Mapping[str, Any], where: str, allowed: frozenset[str] | set[str],
+                      error: type[ValueError]) -> Iterator[tuple[int, Mapping[str, Any], str]]:
+    """The per-connection tables of a plugin's settings (C{connections},
+    keyed by connection id): C{(id, table, its key path)} each, checked for
+    shape and unknown keys.
+
+    @raise error: naming the bad key.
+    """
+    raw = table.get("connections", {})
+    if not isinstance(raw, Mapping):
+        raise error(f"{where}.connections: expected a table of connection ids")
+    for key, own in raw.items():
+        path = f"{where}.connections.{key}"
+        if not str(key).isdigit():
+            raise error(f"{path}: the key must be a connection id")
+        if not isinstance(own, Mapping):
+            raise error(f"{path}: expected a table")
+        unknown = set(own) - set(allowed)
+        if unknown:
+            raise error(f"{path}.{sorted(unknown)[0]}: unknown key")
+        yield int(key), own, path
+
+
+def positive_seconds(table: Mapping[str, Any], name: str, default: float, where: str,
+                     error: type[ValueError]) -> float:
+    """C{table[name]}: a positive number of seconds (C{default} when missing).
+
+    @raise error: naming C{where.name}.
+    """
+    value = table.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise error(f"{where}.{name}: expected a positive number of seconds")
+    return float(value)

@@ -20,24 +20,23 @@ import json
 import os
 import sys
 import tomllib
-import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
-from twisted.internet import reactor, task
+from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.trial import unittest
 
-from b2bua.core.location_redis import redis_connection_args
 from b2bua.db.changes import ChangeFeed
 from b2bua.db.database import Database
 from b2bua.db.dialect import parse_timestamp
 from b2bua.db.interfaces import Scope
 from b2bua.db.repository import Repository
 from b2bua.demo import DEMO_CURRENCY, seed_database
+from tests.trial.integration.redis_claim import claim_database
 from tests.trial.integration.sipp import (
     TwistdProcess,
     free_port,
@@ -54,8 +53,6 @@ IN_CI = os.environ.get("CI") == "true"
 
 #: The key prefix of the service's balance store (its default).
 PREFIX = "b2bua:bal:"
-#: Seconds to wait for another run's lock before failing.
-LOCK_WAIT = 30.0
 #: The payer: the default account of the demo tenant.
 TENANT = "127.0.0.1"
 ACCOUNT = f"customer:{TENANT}"
@@ -127,52 +124,10 @@ class PrepaidSwitchCase(unittest.TestCase):
     # -- Redis ----------------------------------------------------------------------
 
     async def open_redis(self) -> None:
-        """Connect to L{self.redis_db}, take the lock, check that the database
-        holds nothing else, and empty what a previous run left."""
-        import txredisapi
-
-        self.redis = await txredisapi.Connection(
-            reconnect=False, connectTimeout=5, replyTimeout=10,
-            **redis_connection_args(self.balances_url))
-        self.addCleanup(self.redis.disconnect)
-        self.token = f"run-{uuid.uuid4().hex}"  # never a number for txredisapi
-        waited = 0.0
-        while not await self.redis.set(self.lock_key, self.token, expire=self.timeout + 30,
-                                       only_if_not_exists=True):
-            if waited >= LOCK_WAIT:
-                self.fail(f"Redis database {self.redis_db} is locked by another run of this test "
-                          f"({self.lock_key}); wait for it or delete the key")
-            await task.deferLater(reactor, 0.5, lambda: None)
-            waited += 0.5
-        self.addCleanup(self._unlock)
-        keys = await self._keys("*")
-        foreign = sorted(k for k in keys if not k.startswith(PREFIX) and k != self.lock_key)
-        if foreign:
-            self.fail(f"Redis database {self.redis_db} ({self.balances_url}) holds keys that are "
-                      f"not this test's, such as {foreign[:3]}: it is not free for the test")
-        await self._delete_balances()
-        self.addCleanup(self._delete_balances)
-
-    async def _keys(self, pattern: str) -> list[str]:
-        """Every key of the database matching C{pattern} (by SCAN)."""
-        found: list[str] = []
-        cursor = 0
-        while True:
-            cursor, keys = await self.redis.scan(cursor, pattern, 1000)
-            found += [k.decode() if isinstance(k, bytes) else k for k in keys]
-            if int(cursor) == 0:
-                return found
-
-    async def _delete_balances(self) -> None:
-        """Delete the service's balance keys (and only those)."""
-        keys = await self._keys(PREFIX + "*")
-        for i in range(0, len(keys), 500):
-            await self.redis.delete(keys[i:i + 500])
-
-    async def _unlock(self) -> None:
-        """Give the lock back (if it is still ours)."""
-        if await self.redis.get(self.lock_key) == self.token:
-            await self.redis.delete(self.lock_key)
+        """Claim L{self.redis_db} for the test (L{claim_database}): the lock,
+        nothing else there, the service's balance keys emptied before and
+        after."""
+        self.redis = await claim_database(self, self.balances_url, self.lock_key, PREFIX)
 
     # -- the switch ------------------------------------------------------------------
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import socket
 import sys
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,13 +38,13 @@ from twisted.internet.task import deferLater
 from twisted.trial import unittest
 from twisted.web.client import HTTPConnectionPool
 
-from b2bua.core.location_redis import redis_connection_args
 from b2bua.db.changes import ChangeFeed
 from b2bua.db.database import Database
 from b2bua.db.interfaces import Scope
 from b2bua.db.repository import Repository
 from b2bua.demo import DEMO_CURRENCY, seed_database
 from tests.trial.integration.prepaid_switch import redis_db_url, stored_json
+from tests.trial.integration.redis_claim import claim_database, scan_keys
 from tests.trial.integration.sipp import TwistdProcess, free_port, require_program, wait_for_port
 from tests.trial.redis_support import require_redis_url
 
@@ -233,51 +232,13 @@ class TrunkSwitchCase(unittest.TestCase):
         (from two working trees) from sharing it.  The switch's keys are
         deleted before and after.
         """
-        import txredisapi
-
         url = require_redis_url(self, "SIP trunking limits test on Redis")
         self.balances = redis_db_url(url, db)
-        self.redis = await txredisapi.Connection(
-            reconnect=False, connectTimeout=5, replyTimeout=10,
-            **redis_connection_args(self.balances))
-        self.addCleanup(self.redis.disconnect)
-        token = f"run-{uuid.uuid4().hex}"  # never a number for txredisapi
-        waited = 0.0
-        while not await self.redis.set(lock_key, token, expire=self.timeout + 30,
-                                       only_if_not_exists=True):
-            if waited >= 30:
-                self.fail(f"Redis database {db} is locked by another run of this test "
-                          f"({lock_key}); wait for it or delete the key")
-            await deferLater(reactor, 0.5, lambda: None)
-            waited += 0.5
-
-        async def unlock() -> None:
-            if await self.redis.get(lock_key) == token:
-                await self.redis.delete(lock_key)
-
-        self.addCleanup(unlock)
-        foreign = sorted(k for k in await self.redis_keys("*")
-                         if not k.startswith(SWITCH_KEYS) and k != lock_key)
-        if foreign:
-            self.fail(f"Redis database {db} ({self.balances}) holds keys that are not this "
-                      f"test's, such as {foreign[:3]}: it is not free for the test")
-        await self._delete_switch_keys()
-        self.addCleanup(self._delete_switch_keys)
+        self.redis = await claim_database(self, self.balances, lock_key, SWITCH_KEYS)
 
     async def redis_keys(self, pattern: str) -> list[str]:
         """Every key of L{redis} matching C{pattern} (by SCAN)."""
-        found: list[str] = []
-        cursor = 0
-        while True:
-            cursor, keys = await self.redis.scan(cursor, pattern, 1000)
-            found += [k.decode() if isinstance(k, bytes) else k for k in keys]
-            if int(cursor) == 0:
-                return found
-
-    async def _delete_switch_keys(self) -> None:
-        keys = await self.redis_keys(SWITCH_KEYS + "*")
-        for i in range(0, len(keys), 500):
-            await self.redis.delete(keys[i:i + 500])
+        return await scan_keys(self.redis, pattern)
 
     # -- the switch ------------------------------------------------------------------
 
