@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import sys
 import tomllib
 from decimal import Decimal
 from pathlib import Path
@@ -26,7 +25,6 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.trial import unittest
 
@@ -38,7 +36,7 @@ from b2bua.db.repository import Repository
 from b2bua.demo import DEMO_CURRENCY, seed_database
 from tests.trial.integration.redis_claim import claim_database
 from tests.trial.integration.sipp import (
-    TwistdProcess,
+    SwitchProcessMixin,
     free_port,
     require_program,
     run_sipp,
@@ -87,7 +85,7 @@ def stored_json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str | bytes) else value
 
 
-class PrepaidSwitchCase(unittest.TestCase):
+class PrepaidSwitchCase(SwitchProcessMixin, unittest.TestCase):
     """The switch, Redis, the database and sipp, for a prepaid test.
 
     @cvar redis_db: the Redis database the switch keeps its balances in.
@@ -175,45 +173,12 @@ class PrepaidSwitchCase(unittest.TestCase):
         inline = tomllib.loads(text)["plugins"]["charging"]["tariffs"][TENANT]
         self.assertEqual(inline, self.tariff, "the inline tariff is not the test's tariff")
         config.write_text(text)
-        self.twistd = TwistdProcess()
-        argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-                "-n", "--pidfile=", "--logfile=-", "b2bua", "--config", str(config)]
-        self.process = reactor.spawnProcess(self.twistd, sys.executable, argv,
-                                            env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                                            path=str(self.folder))
-        self.addCleanup(self._kill_switch)
+        self.spawn_switch(config, self.folder)
         try:
             # the SIP port is bound only once the storage phase is over
             await wait_for_port(reactor, self.port, "udp", timeout=20.0)
         except Exception as error:
             self.fail(f"the switch did not start: {error}\n{self.output[-3000:]}")
-
-    @property
-    def output(self) -> str:
-        """What twistd printed so far."""
-        return self.twistd.output.decode(errors="replace")
-
-    async def stop_switch(self) -> None:
-        """SIGTERM: the switch drains, commits and flushes its CDRs, then exits."""
-        if not self.twistd.ended.called:
-            self.process.signalProcess("TERM")
-        ended = self.twistd.ended
-        ended.addTimeout(30, reactor)
-        try:
-            await ended
-        except Exception:
-            self.fail(f"the switch did not stop within 30 s\n{self.output[-3000:]}")
-        self.assertNotIn("Traceback", self.output, self.output[-3000:])
-
-    def _kill_switch(self) -> Deferred[None] | None:
-        """Cleanup: make sure the child is gone."""
-        if self.twistd.ended.called:
-            return None
-        try:
-            self.process.signalProcess("KILL")
-        except Exception:
-            return None
-        return self.twistd.ended
 
     # -- sipp ------------------------------------------------------------------------
 

@@ -554,3 +554,62 @@ class TwistdProcess(ProcessProtocol):
     def processEnded(self, reason: Failure) -> None:
         """Fire L{ended}."""
         self.ended.callback(None)
+
+
+class SwitchProcessMixin:
+    """C{twistd -n b2bua --config FILE} as a child process of a trial test
+    case (mix it into the case): L{spawn_switch}, L{output},
+    L{stop_switch}; the child is killed at the end of the test whatever
+    happens."""
+
+    twistd: TwistdProcess | None = None
+    process: IProcessTransport | None = None
+
+    def spawn_switch(self, config: Path, cwd: Path) -> TwistdProcess:
+        """Start the switch on C{config}, in folder C{cwd}, from this tree."""
+        import sys
+
+        from twisted.internet import reactor
+
+        root = Path(__file__).resolve().parents[3]
+        self.twistd = TwistdProcess()
+        argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+                "-n", "--pidfile=", "--logfile=-", "b2bua", "--config", str(config)]
+        self.process = reactor.spawnProcess(self.twistd, sys.executable, argv,
+                                            env=dict(os.environ, PYTHONPATH=str(root)),
+                                            path=str(cwd))
+        self.addCleanup(self._kill_switch)  # type: ignore[attr-defined]
+        return self.twistd
+
+    @property
+    def output(self) -> str:
+        """What twistd printed so far."""
+        return self.twistd.output.decode(errors="replace") if self.twistd else ""
+
+    async def stop_switch(self) -> None:
+        """SIGTERM: the switch drains, commits and flushes its CDRs, then exits
+        (within 30 s, without a traceback)."""
+        from twisted.internet import reactor
+
+        assert self.twistd is not None and self.process is not None
+        if not self.twistd.ended.called:
+            self.process.signalProcess("TERM")
+        ended = self.twistd.ended
+        ended.addTimeout(30, reactor)
+        try:
+            await ended
+        except Exception:
+            self.fail(  # type: ignore[attr-defined]
+                f"the switch did not stop within 30 s\n{self.output[-3000:]}")
+        self.assertNotIn(  # type: ignore[attr-defined]
+            "Traceback", self.output, self.output[-3000:])
+
+    def _kill_switch(self) -> Deferred[None] | None:
+        """Cleanup: make sure the child is gone."""
+        if self.twistd is None or self.process is None or self.twistd.ended.called:
+            return None
+        try:
+            self.process.signalProcess("KILL")
+        except Exception:
+            return None
+        return self.twistd.ended

@@ -46,13 +46,11 @@ from __future__ import annotations
 
 import os
 import random
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
 from twisted.trial import unittest
 
 from b2bua.db.database import Database
@@ -69,7 +67,7 @@ from tests.trial.integration.rtpengine_switch import (
 )
 from tests.trial.integration.sipp import (
     SippResult,
-    TwistdProcess,
+    SwitchProcessMixin,
     free_port,
     require_program,
     run_sipp,
@@ -141,7 +139,7 @@ class CallOutcome:
     tap: RtpTap
 
 
-class RtpengineSwitchTests(unittest.TestCase):
+class RtpengineSwitchTests(SwitchProcessMixin, unittest.TestCase):
     """One call through the switch with its media anchored in rtpengine."""
 
     timeout = 60
@@ -156,7 +154,6 @@ class RtpengineSwitchTests(unittest.TestCase):
             skip_or_fail("the test reads /proc/net/udp (Linux) to see which ports are bound")
         self.folder = Path(self.mktemp()).resolve()
         self.folder.mkdir(parents=True)
-        self.twistd: TwistdProcess | None = None
         self.rtpengine = RtpengineChild(reactor, binary)
         self.addCleanup(self.rtpengine.stop)
         try:
@@ -184,46 +181,12 @@ class RtpengineSwitchTests(unittest.TestCase):
         config = self.folder / "b2bua.toml"
         config.write_text(CONFIG.format(port=self.port, oam=free_port("tcp"),
                                         database=self.database, ng=self.rtpengine.ng_port))
-        self.twistd = TwistdProcess()
-        argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-                "-n", "--pidfile=", "--logfile=-", "b2bua", "--config", str(config)]
-        self.process = reactor.spawnProcess(self.twistd, sys.executable, argv,
-                                            env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                                            path=str(self.folder))
-        self.addCleanup(self._kill_switch)
+        twistd = self.spawn_switch(config, self.folder)
         try:
             # the SIP port is bound only once the storage phase is over
-            await wait_until_bound(reactor, self.port, self.twistd.ended, "the switch")
+            await wait_until_bound(reactor, self.port, twistd.ended, "the switch")
         except RuntimeError as error:
             self.fail(f"the switch did not start: {error}\n{self.output[-3000:]}")
-
-    @property
-    def output(self) -> str:
-        """What twistd printed so far."""
-        return self.twistd.output.decode(errors="replace") if self.twistd else ""
-
-    async def stop_switch(self) -> None:
-        """SIGTERM: the switch drains, flushes its CDRs, then exits."""
-        assert self.twistd is not None
-        if not self.twistd.ended.called:
-            self.process.signalProcess("TERM")
-        ended = self.twistd.ended
-        ended.addTimeout(30, reactor)
-        try:
-            await ended
-        except Exception:
-            self.fail(f"the switch did not stop within 30 s\n{self.output[-3000:]}")
-        self.assertNotIn("Traceback", self.output, self.output[-3000:])
-
-    def _kill_switch(self) -> Deferred[None] | None:
-        """Cleanup: make sure the child is gone."""
-        if self.twistd is None or self.twistd.ended.called:
-            return None
-        try:
-            self.process.signalProcess("KILL")
-        except Exception:
-            return None
-        return self.twistd.ended
 
     async def read_cdrs(self) -> list[dict[str, Any]]:
         """Every row of C{cdrs}, oldest first, C{breakdown} decoded."""

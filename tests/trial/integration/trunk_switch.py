@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +44,12 @@ from b2bua.db.repository import Repository
 from b2bua.demo import DEMO_CURRENCY, seed_database
 from tests.trial.integration.prepaid_switch import redis_db_url, stored_json
 from tests.trial.integration.redis_claim import claim_database, scan_keys
-from tests.trial.integration.sipp import TwistdProcess, free_port, require_program, wait_for_port
+from tests.trial.integration.sipp import (
+    SwitchProcessMixin,
+    free_port,
+    require_program,
+    wait_for_port,
+)
 from tests.trial.redis_support import require_redis_url
 
 __all__ = ["CUSTOMER_DOMAIN", "DEMO_TENANT", "DID", "DID_EXTENSION", "EXTENSION", "PBX",
@@ -136,7 +140,7 @@ class Provisioned:
     did_account_id: int | None = None
 
 
-class TrunkSwitchCase(unittest.TestCase):
+class TrunkSwitchCase(SwitchProcessMixin, unittest.TestCase):
     """The switch and the database for a SIP-trunking test.
 
     @cvar balances: the C{[storage] balances} URL (C{"memory"}: call limits
@@ -153,7 +157,6 @@ class TrunkSwitchCase(unittest.TestCase):
         self.sipp = require_program("sipp", "sip-tester")
         self.folder = Path(self.mktemp()).resolve()
         self.folder.mkdir(parents=True)
-        self.twistd: TwistdProcess | None = None
 
     # -- provisioning ----------------------------------------------------------------
 
@@ -249,13 +252,7 @@ class TrunkSwitchCase(unittest.TestCase):
         config = self.folder / "b2bua.toml"
         config.write_text(CONFIG.format(port=self.port, oam=self.oam, database=self.database,
                                         balances=self.balances, extra=self.config_extra))
-        self.twistd = TwistdProcess()
-        argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-                "-n", "--pidfile=", "--logfile=-", "b2bua", "--config", str(config)]
-        self.process = reactor.spawnProcess(self.twistd, sys.executable, argv,
-                                            env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                                            path=str(self.folder))
-        self.addCleanup(self._kill_switch)
+        self.spawn_switch(config, self.folder)
         try:
             # the SIP port is bound only once the storage phase is over
             await wait_for_port(reactor, self.port, "udp", timeout=20.0)
@@ -266,34 +263,6 @@ class TrunkSwitchCase(unittest.TestCase):
     def target(self) -> str:
         """The switch's SIP address."""
         return f"127.0.0.1:{self.port}"
-
-    @property
-    def output(self) -> str:
-        """What twistd printed so far."""
-        return self.twistd.output.decode(errors="replace") if self.twistd else ""
-
-    async def stop_switch(self) -> None:
-        """SIGTERM: the switch drains, flushes its CDRs, then exits."""
-        assert self.twistd is not None
-        if not self.twistd.ended.called:
-            self.process.signalProcess("TERM")
-        ended = self.twistd.ended
-        ended.addTimeout(30, reactor)
-        try:
-            await ended
-        except Exception:
-            self.fail(f"the switch did not stop within 30 s\n{self.output[-3000:]}")
-        self.assertNotIn("Traceback", self.output, self.output[-3000:])
-
-    def _kill_switch(self) -> Deferred[None] | None:
-        """Cleanup: make sure the child is gone."""
-        if self.twistd is None or self.twistd.ended.called:
-            return None
-        try:
-            self.process.signalProcess("KILL")
-        except Exception:
-            return None
-        return self.twistd.ended
 
     # -- what it tells -----------------------------------------------------------------
 
