@@ -59,6 +59,8 @@ from b2bua.sip.transaction import TransactionLayer
 from b2bua.sip.transport import TransportLayer
 from media.plugin import NAME as MEDIA
 from media.plugin import MediaAnchor
+from media.server.plugin import NAME as MEDIA_SERVER
+from media.server.plugin import MediaServer
 from nat.plugin import NAME as NAT
 from nat.plugin import Nat
 from nat.stun import answer as stun_answer
@@ -158,7 +160,8 @@ def builtin_plugins() -> dict[str, Any]:
     """The features shipped with the switch, by plugin name."""
     return {LOCAL_ROUTING: LocalRouting(), IP_TRUST: IPTrust(), CHARGING: Charging(),
             CDRS: CDRs(), TRUNKING: Trunking(), TRUNK_REGISTRATION: TrunkRegistration(),
-            TRUNK_PROBING: TrunkProbing(), NAT: Nat(), MEDIA: MediaAnchor()}
+            TRUNK_PROBING: TrunkProbing(), NAT: Nat(), MEDIA: MediaAnchor(),
+            MEDIA_SERVER: MediaServer()}
 
 
 def _redis(url: str) -> Any:
@@ -458,7 +461,7 @@ class SwitchService(MultiService):
                             self.metrics, extra=self.plugin_state)
         self.media_backend = self._media_backend()
         self.plugin_state.update({
-            "media_backend": self.media_backend,
+            "media_backend": self.media_backend, "reactor": self.reactor,
             "balance_store": self.balance_store, "cdr_writer": self.cdr_writer,
             "redis": self.balances_redis, "send_request": self.transactions.send_request,
             "local_address": self.transport.local_address,

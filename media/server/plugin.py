@@ -1,0 +1,215 @@
+"""The C{media_server} plugin: calls to IVR extensions are answered by the
+switch's own media server (C{docs/media-server.md}).
+
+At C{b2bua_configure} it builds a L{MediaServerUA} on its own loopback SIP
+listener; C{b2bua_route_call} sends a call whose dialled user part is one
+of C{extensions} to it, like to any phone (a L{Route} to
+C{sip:<flow>@<listen>}); C{b2bua_unconfigure} stops it.
+
+Settings (C{[plugins.media_server]}):
+
+  - C{enabled} (false): nothing happens unless true.
+  - C{listen} (C{"127.0.0.1:5070"}): the UA's UDP address (loopback).
+  - C{prompts} (C{"prompts"}) and C{language} (C{"en"}): the prompt set
+    (a missing set is logged; every prompt then plays as silence).
+  - C{port_min}/C{port_max} (40000/40999): the RTP port range.
+  - C{media_address} (the listen host): the address in our SDP.
+  - C{extensions} (C{{"*43" = "echo", "*60" = "speaking_clock"}}):
+    dialled number -> flow name.
+  - C{flows} (optional): a directory whose C{*.toml} files are more flows.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import Counter
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorUDP
+from twisted.logger import Logger
+
+from b2bua.core.call import Call
+from b2bua.core.decisions import Destination, Route
+from b2bua.core.services import Services
+from b2bua.hookspecs import hookimpl
+from b2bua.sip.interfaces import Target
+from b2bua.sip.message import Request
+from b2bua.sip.uri import URI
+from media.ports import PortPool
+from media.server.ivr import Flow, FlowError, builtin_flow, load_flow_file
+from media.server.ivr_actions import builtin_actions
+from media.server.ivr_runtime import FlowResult
+from media.server.prompts import MissingPrompt, PromptSet
+from media.server.ua import MediaServerUA
+
+__all__ = ["BUILTIN_FLOWS", "NAME", "MediaServer", "MediaServerSettings", "SettingsError"]
+
+NAME = "media_server"
+#: The flows shipped with the switch.
+BUILTIN_FLOWS = ("echo", "speaking_clock")
+DEFAULT_EXTENSIONS = {"*43": "echo", "*60": "speaking_clock"}
+_KEYS = {"enabled", "listen", "prompts", "language", "port_min", "port_max", "extensions",
+         "flows", "media_address"}
+
+log = Logger()
+
+
+class SettingsError(ValueError):
+    """A bad C{[plugins.media_server]} table (the message names the key)."""
+
+
+class MediaServerSettings:
+    """The C{[plugins.media_server]} table, checked.
+
+    @ivar enabled: whether the media server runs.
+    @ivar host: the listen host; C{port} its port.
+    """
+
+    def __init__(self, table: Any) -> None:
+        """@raise SettingsError: naming the first bad key."""
+        if not isinstance(table, dict):
+            raise SettingsError(f"plugins.{NAME}: expected a table")
+        unknown = sorted(set(table) - _KEYS)
+        if unknown:
+            raise SettingsError(f"plugins.{NAME}.{unknown[0]}: unknown key")
+        self.enabled = self._take(table, "enabled", bool, False)
+        self.host, self.port = _address(self._take(table, "listen", str, "127.0.0.1:5070"))
+        self.prompts = self._take(table, "prompts", str, "prompts")
+        self.language = self._take(table, "language", str, "en")
+        self.port_min = self._take(table, "port_min", int, 40000)
+        self.port_max = self._take(table, "port_max", int, 40999)
+        if not 0 < self.port_min < self.port_max <= 65535:
+            raise SettingsError(f"plugins.{NAME}.port_max: the range port_min-port_max "
+                                "must hold a port pair within 1-65535")
+        self.media_address = self._take(table, "media_address", str, self.host)
+        extensions = self._take(table, "extensions", dict, dict(DEFAULT_EXTENSIONS))
+        for number, flow in extensions.items():
+            if not isinstance(flow, str) or not number:
+                raise SettingsError(f"plugins.{NAME}.extensions.{number}: expected a flow name")
+        self.extensions: dict[str, str] = dict(extensions)
+        self.flows = self._take(table, "flows", str, "")
+
+    @staticmethod
+    def _take(table: dict[str, Any], key: str, kind: type, default: Any) -> Any:
+        value = table.get(key, default)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise SettingsError(f"plugins.{NAME}.{key}: expected {kind.__name__}")
+        return value
+
+
+def _address(text: str) -> tuple[str, int]:
+    """C{HOST:PORT} with an IP literal host."""
+    host, _, port = text.rpartition(":")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        number = int(port)
+    except ValueError:
+        raise SettingsError(f"plugins.{NAME}.listen: expected IP:PORT, not {text!r}") from None
+    if not 0 < number <= 65535:
+        raise SettingsError(f"plugins.{NAME}.listen: bad port {number}")
+    return host.strip("[]"), number
+
+
+def load_flows(directory: str, actions: Any) -> dict[str, Flow]:
+    """The built-in flows plus every C{*.toml} flow of C{directory}.
+
+    Prompt names are not checked against a catalogue: a missing prompt
+    plays as silence.
+
+    @raise SettingsError: naming the file and its problems.
+    """
+    flows = {name: builtin_flow(name, actions=actions) for name in BUILTIN_FLOWS}
+    if directory:
+        folder = Path(directory)
+        if not folder.is_dir():
+            raise SettingsError(f"plugins.{NAME}.flows: {directory!r} is not a directory")
+        for path in sorted(folder.glob("*.toml")):
+            try:
+                flow = load_flow_file(path, actions=actions)
+            except FlowError as error:
+                raise SettingsError(f"plugins.{NAME}.flows: {error}") from None
+            flows[flow.name] = flow
+    return flows
+
+
+class MediaServer:
+    """The built-in plugin that runs the media server and routes to it.
+
+    @ivar ua: the running L{MediaServerUA} (when enabled and configured).
+    @ivar settings: the checked settings.
+    """
+
+    def __init__(self) -> None:
+        self.ua: MediaServerUA | None = None
+        self.settings: MediaServerSettings | None = None
+        self._runs: Counter | None = None
+
+    @hookimpl
+    def b2bua_configure(self, services: Services, settings: dict[str, Any]) -> None:
+        """Check the settings; when enabled, build and start the UA."""
+        own = MediaServerSettings(settings.get(NAME, {}))
+        self.settings = own
+        if not own.enabled:
+            return
+        reactor = services.extra.get("reactor")
+        if reactor is None and IReactorUDP.providedBy(services.clock):
+            reactor = services.clock
+        if reactor is None:
+            raise SettingsError(f"plugins.{NAME}.enabled: the switch gives no reactor that "
+                                "can listen on UDP")
+        actions = builtin_actions()
+        flows = load_flows(own.flows, actions)
+        for number, name in own.extensions.items():
+            if name not in flows:
+                raise SettingsError(f"plugins.{NAME}.extensions.{number}: no flow named "
+                                    f"{name!r} (one of {', '.join(sorted(flows))})")
+        try:
+            prompts: PromptSet | None = PromptSet.open(own.prompts, own.language)
+        except (MissingPrompt, KeyError) as error:
+            log.warn("media server: no prompts ({error}); prompts play as silence",
+                     error=error)
+            prompts = None
+        self._runs = Counter("b2bua_media_ivr_runs", "IVR flow runs of the media server, "
+                             "by flow and outcome.", ["flow", "outcome"],
+                             registry=services.metrics.registry)
+        ua = MediaServerUA(reactor, listen=(own.host, own.port), flows=flows, actions=actions,
+                           prompts=prompts, port_pool=PortPool(own.port_min, own.port_max),
+                           media_address=own.media_address, on_result=self._count,
+                           user_agent=str(services.extra.get("user_agent", "b2bua")))
+        try:
+            ua.start()
+        except Exception as error:
+            raise SettingsError(f"plugins.{NAME}.listen: cannot listen on "
+                                f"{own.host}:{own.port}: {error}") from None
+        self.ua = ua
+        log.info("media server listening on {host}:{port} (extensions {extensions})",
+                 host=own.host, port=own.port, extensions=", ".join(sorted(own.extensions)))
+
+    def _count(self, flow: Flow, result: FlowResult) -> None:
+        if self._runs is not None:
+            self._runs.labels(flow=flow.name, outcome=result.outcome).inc()
+
+    @hookimpl
+    def b2bua_route_call(self, call: Call, request: Request) -> list[Route] | None:
+        """A dialled extension of the media server goes to its UA."""
+        own, ua = self.settings, self.ua
+        uri = request.uri
+        if own is None or ua is None or not uri.is_sip or not uri.host or not call.tenant:
+            return None
+        if uri.host.lower() != call.tenant.lower():
+            return None
+        flow = own.extensions.get(uri.user_unescaped or "")
+        if flow is None:
+            return None
+        host, port = own.host, own.port
+        destination = Destination(uri=URI("sip", flow, host, port),
+                                  next_hop=Target("UDP", host, port), label=f"ivr:{flow}")
+        return [Route((destination,), source=NAME)]
+
+    @hookimpl
+    def b2bua_unconfigure(self) -> Deferred[Any] | None:
+        """Stop the UA (its calls get a BYE)."""
+        ua, self.ua = self.ua, None
+        return ua.stop() if ua is not None else None

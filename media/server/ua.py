@@ -1,0 +1,456 @@
+"""The media server as a SIP user agent: it answers calls and runs IVR flows.
+
+L{MediaServerUA} is an in-process user agent on its own loopback listener,
+built on the project's SIP stack (transport layer, transaction layer,
+dialogs).  The switch reaches it like any phone: a route whose destination
+is C{sip:<flow>@127.0.0.1:<port>} (see C{media/server/plugin.py}).
+
+  - B{INVITE}: the Request-URI user names the flow (C{404} when there is
+    none); the SDP offer is answered with L{negotiate} (C{488} with a
+    C{Warning} when nothing is acceptable, also for an INVITE without an
+    offer); an L{RtpSession} is opened on a pool port (C{503} when the
+    pool is exhausted) and the C{200} carries the answer, re-sent until
+    the ACK (RFC 3261 13.3.1.4; no ACK in 64*T1: BYE).
+  - B{ACK}: the flow starts (L{run_flow}) on a L{MediaCall}, with the
+    variables C{caller} (the From user), C{called} (the flow name) and
+    C{tenant} (the From host).
+  - B{BYE} from the caller: C{200}, the run is stopped, the RTP session
+    closed and its ports returned to the pool.
+  - B{INFO} with a DTMF body: C{200} and the digit (C{parse_info_body}
+    errors are answered with their own code); an empty INFO gets C{200}.
+  - B{re-INVITE} / B{UPDATE} with an offer: renegotiated on the same port
+    (the C{o=} version grows); without one, the last answer again.
+  - B{the flow's end}: the session's C{hangup} or C{transfer} sends a BYE
+    with a C{Reason} (L{reason_for_cause}); the user agent reports each
+    run's L{FlowResult} to C{on_result}.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.logger import Logger
+
+from b2bua.core.leg import target_for_uri
+from b2bua.sip.dialog import Dialog
+from b2bua.sip.errors import ParseError, SIPError, TransactionTimeout, TransportError
+from b2bua.sip.headers import NameAddress
+from b2bua.sip.interfaces import Source, Transport
+from b2bua.sip.message import KNOWN_METHODS, Request, Response, make_response
+from b2bua.sip.sdp import Origin, parse_sdp
+from b2bua.sip.timers import Timers
+from b2bua.sip.transaction import TransactionLayer
+from b2bua.sip.transaction_server import TwoXXRetransmitter
+from b2bua.sip.uri import URI
+from media.ports import PortPool, PortsExhausted
+from media.server.dtmf_info import parse_info_body
+from media.server.g711 import PCMU
+from media.server.ivr import Flow
+from media.server.ivr_actions import ActionRegistry
+from media.server.ivr_runtime import FlowResult, FlowRun, run_flow
+from media.server.negotiation import NotAcceptableHere, make_origin, negotiate
+from media.server.prompts import PromptSet
+from media.server.rtp_session import RtpSession
+from media.server.ua_session import MediaCall, reason_for_cause
+
+__all__ = ["ALLOWED", "NO_ACK_REASON", "STOPPING_REASON", "MediaServerUA", "reason_for_cause"]
+
+#: The methods the media server answers.
+ALLOWED = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "UPDATE")
+#: The Reason of the BYE when no ACK came for the 200.
+NO_ACK_REASON = 'SIP;cause=408;text="no ACK"'
+#: The Reason of the BYEs sent when the media server stops.
+STOPPING_REASON = 'Q.850;cause=41;text="media server stopping"'
+
+
+@dataclass(eq=False)
+class _Call:
+    """One answered call's state."""
+
+    key: tuple[str, str]
+    flow: Flow
+    invite: Request
+    dialog: Dialog
+    rtp: RtpSession
+    port: int
+    origin: Origin
+    media: MediaCall
+    answer: bytes
+    retransmitter: TwoXXRetransmitter | None = None
+    run: FlowRun | None = None
+    done: Deferred[FlowResult] | None = None
+    released: bool = False
+    variables: dict[str, str] = field(default_factory=dict)
+
+
+class _ByeOwner:
+    """The client transaction user of a BYE we sent: nothing to do but log."""
+
+    log = Logger()
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.code: int | None = None
+
+    def response_received(self, response: Response, transaction: object) -> None:
+        """Keep the final code."""
+        if response.code >= 200:
+            self.code = response.code
+
+    def transaction_failed(self, transaction: object, error: Exception) -> None:
+        """The BYE got no answer: the dialog is gone either way."""
+        self.log.info("media server: BYE of {call} failed: {error!r}", call=self.label,
+                      error=error)
+
+
+class MediaServerUA:
+    """The media server's SIP user agent (a transaction user).
+
+    @ivar calls: the calls answered and not yet ended, by (Call-ID, our tag).
+    @ivar transactions: the L{TransactionLayer} (once started).
+    @ivar answered: final responses sent to INVITEs, by code.
+    @ivar missing_prompts: prompt names already logged as missing.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        *,
+        listen: tuple[str, int] = ("127.0.0.1", 5070),
+        flows: Mapping[str, Flow],
+        actions: ActionRegistry,
+        prompts: PromptSet | None,
+        port_pool: PortPool,
+        media_address: str | None = None,
+        transport: Transport | None = None,
+        timers: Timers | None = None,
+        tz: datetime.tzinfo | None = None,
+        on_result: Callable[[Flow, FlowResult], object] | None = None,
+        user_agent: str = "b2bua media server",
+        random: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        """
+        @param reactor: the clock and (for the RTP sessions and, without
+            C{transport}, the SIP listener) C{IReactorUDP}.
+        @param listen: the UDP address of the SIP listener.
+        @param flows: the applications, by flow name (the Request-URI user).
+        @param actions: what the flows' C{action} nodes call.
+        @param prompts: the prompt set (C{None}: every prompt is silence).
+        @param port_pool: where the RTP/RTCP port pairs come from.
+        @param media_address: the address of our RTP (default: the SIP
+            listener's host).
+        @param transport: a ready transport (tests); default: a
+            L{b2bua.sip.transport.TransportLayer} listening at C{listen}.
+        @param tz: the zone of the flows' clock (default: local).
+        @param on_result: called with the flow and the L{FlowResult} of
+            every run.
+        """
+        self.reactor = reactor
+        self.listen_address = listen
+        self.flows = dict(flows)
+        self.actions = actions
+        self.prompts = prompts
+        self.port_pool = port_pool
+        self.media_address = media_address or listen[0]
+        self.timers = timers or Timers()
+        self.tz = tz
+        self.on_result = on_result
+        self.user_agent = user_agent
+        self._random = random
+        self._transport: Any = transport
+        self._own_transport = transport is None
+        self.transactions: TransactionLayer | None = None
+        self.calls: dict[tuple[str, str], _Call] = {}
+        self.answered: dict[int, int] = {}
+        self.missing_prompts: set[str] = set()
+
+    # -- life cycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the SIP listener (unless a transport was given) and the
+        transaction layer.
+
+        @raise Exception: what the transport layer raises when it cannot
+            listen (C{CannotListenError}).
+        """
+        if self._transport is None:
+            from b2bua.sip.transport import TransportLayer
+
+            layer = TransportLayer(self.reactor, None)
+            host, port = self.listen_address
+            layer.listen(f"udp:{host}:{port}")
+            self._transport = layer
+        self.transactions = TransactionLayer(self.reactor, self._transport, self, self.timers,
+                                             random=self._random)
+        self._transport.user = self.transactions
+
+    def stop(self) -> Deferred[Any]:
+        """End every call (BYE), stop the transactions, close the listener."""
+        for call in list(self.calls.values()):
+            self._end(call, STOPPING_REASON)
+        closing: list[Deferred[Any]] = []
+        if self.transactions is not None:
+            self.transactions.stop()
+        if self._own_transport and self._transport is not None:
+            closing.append(self._transport.stop())
+            self._transport = None
+        return DeferredList(closing) if closing else succeed(None)
+
+    # -- TransactionUser --------------------------------------------------------------
+
+    def request_received(self, request: Request, transaction: Any) -> None:
+        """Every request: new INVITEs, ACKs, in-dialog requests, CANCEL."""
+        method = request.method
+        try:
+            to_tag = request.to.tag
+        except ParseError:
+            to_tag = None
+        if transaction is None:
+            if method == "ACK":
+                call = self.calls.get((request.call_id, to_tag or ""))
+                if call is not None:
+                    self._acked(call)
+            return
+        try:
+            if to_tag:
+                self._in_dialog(request, transaction)
+            elif method == "INVITE":
+                self._invite(request, transaction)
+            elif method == "CANCEL":
+                cancelled = self.transactions.find_cancelled(request) if self.transactions \
+                    else None
+                self._reply(transaction, request, 200 if cancelled is not None else 481)
+            elif method == "OPTIONS":
+                self._reply(transaction, request, 200,
+                            headers=[("Allow", ", ".join(ALLOWED)),
+                                     ("Accept", "application/sdp")])
+            elif method in KNOWN_METHODS:
+                code = 481 if method in ("BYE", "INFO", "UPDATE", "PRACK") else 405
+                self._reply(transaction, request, code, headers=[("Allow", ", ".join(ALLOWED))])
+            else:
+                self._reply(transaction, request, 501, headers=[("Allow", ", ".join(ALLOWED))])
+        except SIPError as error:
+            self._reply(transaction, request, error.code, error.reason, error.headers)
+
+    def response_received(self, response: Response, source: Source) -> None:
+        """A stray response (our BYEs have their own owner): ignored."""
+
+    def server_transaction_failed(self, transaction: object,
+                                  error: TransactionTimeout | TransportError) -> None:
+        """A response could not be delivered: logged."""
+        self.log.info("media server: server transaction failed: {error!r}", error=error)
+
+    # -- new calls --------------------------------------------------------------------
+
+    def _invite(self, request: Request, transaction: Any) -> None:
+        name = request.uri.user_unescaped or ""
+        flow = self.flows.get(name)
+        if flow is None:
+            self._reply(transaction, request, 404, "Not Found")
+            return
+        if not request.body:
+            raise NotAcceptableHere("an offer in the INVITE is required", agent=self.media_address)
+        try:
+            offer = parse_sdp(request.body)
+        except ParseError as error:
+            raise SIPError(400, f"Bad SDP: {error}") from None
+        rtp = RtpSession(self.reactor, PCMU, interface=self.media_address)
+        try:
+            port, _ = self.port_pool.acquire(rtp.listen)
+        except PortsExhausted:
+            self.log.warn("media server: no RTP port free for {flow}", flow=name)
+            raise SIPError(503, "Service Unavailable", [("Retry-After", "5")]) from None
+        origin = make_origin(self.media_address)
+        try:
+            result = negotiate(offer, address=self.media_address, port=port, origin=origin)
+        except NotAcceptableHere:
+            self._close_media(rtp, port)
+            raise
+        rtp.update(**result.session_parameters())  # type: ignore[arg-type]
+        local_tag = self._random(8).hex()
+        contact = NameAddress(URI("sip", name, *self._sip_address()))
+        try:
+            dialog = Dialog.from_uas(request, local_tag, contact, confirmed=True)
+        except SIPError:
+            self._close_media(rtp, port)
+            raise
+        key = (request.call_id, local_tag)
+        media = MediaCall(self.reactor, self.prompts, telephone_event=result.telephone_event
+                          is not None, end=lambda reason: self._end(call, reason),
+                          missing=self.missing_prompts, tz=self.tz, label=request.call_id)
+        answer = result.answer.to_bytes()
+        call = _Call(key, flow, request, dialog, rtp, port, origin, media, answer)
+        try:
+            call.variables = {"caller": request.from_.uri.user_unescaped or "",
+                              "called": name, "tenant": request.from_.uri.host or ""}
+        except (ParseError, AttributeError):
+            call.variables = {"called": name}
+        rtp.source = media.next_frame
+        rtp.on_audio = media.audio_received
+        rtp.on_event = media.event_received
+        self.calls[key] = call
+        response = make_response(request, 200, to_tag=local_tag, headers=[
+            ("Contact", str(contact)), ("Allow", ", ".join(ALLOWED)),
+            ("Content-Type", "application/sdp"), ("Server", self.user_agent)], body=answer)
+        self.answered[200] = self.answered.get(200, 0) + 1
+        transaction.respond(response)
+        rtp.start()
+        call.retransmitter = TwoXXRetransmitter(
+            self.reactor, lambda: transaction.respond(response), self.timers,
+            on_timeout=lambda: self._end(call, NO_ACK_REASON))
+        call.retransmitter.start()
+
+    def _sip_address(self) -> tuple[str, int]:
+        if self._transport is not None:
+            try:
+                host, port = self._transport.local_address("UDP")
+                return host, port
+            except TransportError:
+                pass
+        return self.listen_address
+
+    def _acked(self, call: _Call) -> None:
+        """The ACK of our 200: the flow starts (once)."""
+        if call.retransmitter is not None:
+            call.retransmitter.ack_received()
+            call.retransmitter = None
+        if call.run is not None or call.released:
+            return
+        call.run, call.done = run_flow(call.flow, call.media, actions=self.actions,
+                                       clock=self.reactor, variables=call.variables)
+        call.done.addCallback(self._flow_ended, call)
+
+    def _flow_ended(self, result: FlowResult, call: _Call) -> None:
+        self.log.info("media server: flow {flow} of {call_id} ended: {outcome} ({detail})",
+                      flow=call.flow.name, call_id=call.invite.call_id,
+                      outcome=result.outcome, detail=result.detail)
+        if self.on_result is not None:
+            try:
+                self.on_result(call.flow, result)
+            except Exception:
+                self.log.failure("media server: on_result failed")
+        if not call.released:  # a run always hangs up or transfers; be sure
+            call.media.hangup("normal")
+
+    # -- in the dialog ----------------------------------------------------------------
+
+    def _in_dialog(self, request: Request, transaction: Any) -> None:
+        call = self.calls.get((request.call_id, request.to.tag or ""))
+        if call is None:
+            self._reply(transaction, request, 481)
+            return
+        call.dialog.receive_request(request)  # SIPError: 400/500 for a bad CSeq
+        method = request.method
+        if method == "BYE":
+            self._reply(transaction, request, 200)
+            self._caller_hung_up(call)
+        elif method == "INFO":
+            if request.body:
+                event = parse_info_body(request.headers.get("content-type") or "", request.body)
+                self._reply(transaction, request, 200)
+                call.media.digit_received(event)
+            else:
+                self._reply(transaction, request, 200)
+        elif method in ("INVITE", "UPDATE"):
+            self._reoffer(call, request, transaction)
+        elif method == "OPTIONS":
+            self._reply(transaction, request, 200, headers=[("Allow", ", ".join(ALLOWED))])
+        else:
+            self._reply(transaction, request, 405 if method in KNOWN_METHODS else 501,
+                        headers=[("Allow", ", ".join(ALLOWED))])
+
+    def _reoffer(self, call: _Call, request: Request, transaction: Any) -> None:
+        """A re-INVITE or UPDATE: a new answer on the same port."""
+        if request.body:
+            try:
+                offer = parse_sdp(request.body)
+            except ParseError as error:
+                raise SIPError(400, f"Bad SDP: {error}") from None
+            origin = call.origin._replace(sess_version=call.origin.sess_version + 1)
+            result = negotiate(offer, address=self.media_address, port=call.port, origin=origin)
+            call.rtp.update(**result.session_parameters())  # type: ignore[arg-type]
+            call.origin = origin
+            call.answer = result.answer.to_bytes()
+            if result.telephone_event is None and call.media.detector is None:
+                from media.server.goertzel import DtmfDetector
+
+                call.media.detector = DtmfDetector(call.media.digit_received)
+        headers = [("Content-Type", "application/sdp"), ("Server", self.user_agent)]
+        if request.method == "INVITE":
+            headers.append(("Contact", str(call.dialog.local_contact)))
+        response = make_response(request, 200, headers=headers, body=call.answer)
+        transaction.respond(response)
+        if request.method == "INVITE":
+            if call.retransmitter is not None:
+                call.retransmitter.stop()
+            call.retransmitter = TwoXXRetransmitter(
+                self.reactor, lambda: transaction.respond(response), self.timers)
+            call.retransmitter.start()
+
+    # -- the end ----------------------------------------------------------------------
+
+    def _caller_hung_up(self, call: _Call) -> None:
+        self._release(call)
+
+    def _end(self, call: _Call, reason: str) -> None:
+        """Our side ends the call: BYE with C{reason}, then free the media."""
+        if call.released:
+            return
+        try:
+            bye, hop = call.dialog.create_request("BYE", headers=[("Reason", reason)])
+            if self.transactions is not None:
+                self.transactions.send_request(bye, target_for_uri(hop),
+                                               _ByeOwner(call.invite.call_id))
+        except (SIPError, TransportError, ValueError) as error:
+            self.log.warn("media server: cannot send the BYE of {call_id}: {error}",
+                          call_id=call.invite.call_id, error=error)
+        self._release(call)
+
+    def _release(self, call: _Call) -> None:
+        if call.released:
+            return
+        call.released = True
+        if call.retransmitter is not None:
+            call.retransmitter.stop()
+            call.retransmitter = None
+        call.dialog.terminate()
+        self.calls.pop(call.key, None)
+        by_flow = call.media.ended is not None  # the flow hung up or transferred
+        call.media.caller_hung_up()  # pending operations fail: the run ends
+        if call.run is not None and not by_flow:
+            call.run.stop()
+        self._close_media(call.rtp, call.port)
+
+    def _close_media(self, rtp: RtpSession, port: int) -> None:
+        """Close an RTP session and give its ports back once closed."""
+        pool = self.port_pool
+
+        def release(_: object) -> None:
+            try:
+                pool.release(port)
+            except ValueError:
+                pass
+
+        rtp.stop().addBoth(release)
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _reply(self, transaction: Any, request: Request, code: int, reason: str | None = None,
+               headers: list[tuple[str, str]] | None = None) -> None:
+        fields = [*(headers or ()), ("Server", self.user_agent)]
+        tag = None if request.to.tag else self._random(8).hex()
+        if request.method == "INVITE" and code >= 200:
+            self.answered[code] = self.answered.get(code, 0) + 1
+        transaction.respond(make_response(request, code, reason, to_tag=tag, headers=fields))
+
+    def active(self) -> int:
+        """How many calls are up."""
+        return len(self.calls)
+

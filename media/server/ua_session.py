@@ -1,0 +1,334 @@
+"""One answered call's media, as the IVR interpreter's L{Session}.
+
+L{MediaCall} joins the media server's pieces for one call: an
+L{RtpSession} (opened by the user agent), a L{Player} fed into it 20 ms
+at a time, the DTMF receivers (RFC 4733 events, SIP INFO, and in-band
+Goertzel detection only when no telephone-event was negotiated) feeding a
+L{DigitCollector}, and the echo loop.  It knows nothing of SIP: ending the
+call (C{hangup}, C{transfer}) goes through the C{end} callback the user
+agent gives it, which sends the BYE.
+
+Decisions:
+
+  - B{Missing prompts} never fail a call: a prompt the set lacks (or the
+    whole set missing) plays L{MISSING_PROMPT_MS} of silence instead, and
+    is logged once per prompt name per user agent (the C{missing} set is
+    shared).
+  - B{Digits while nothing waits} for them (between two nodes, or after a
+    prompt without barge-in ended) are kept, up to L{MAX_BUFFERED_DIGITS},
+    for the next C{collect}; a C{play} drops them (as the interpreter drops
+    its type-ahead), and digits during a C{play} without barge-in are
+    dropped.
+  - B{Echo} sends each received frame back on the next tick, keeping at
+    most L{ECHO_DEPTH} frames (older ones are dropped: the delay never
+    grows).
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from media.server.dtmf import DtmfEvent, TelephoneEventReceiver
+from media.server.goertzel import DtmfDetector
+from media.server.ivr_session import (
+    CallerHungUp,
+    DigitCollector,
+    Prompt,
+    PromptItem,
+    SayDate,
+    SayDigits,
+    SayDuration,
+    SayNumber,
+)
+from media.server.pcm import FRAME_BYTES, RATE
+from media.server.prompts import MissingPrompt, Player, PromptSet
+from media.server.rtp_packet import RtpPacket
+from media.server.wav import Audio
+
+__all__ = ["ECHO_DEPTH", "MAX_BUFFERED_DIGITS", "MISSING_PROMPT_MS", "MediaCall",
+           "reason_for_cause"]
+
+#: Silence played in place of a prompt that cannot be found.
+MISSING_PROMPT_MS = 500
+#: Digits kept for the next C{collect} while nothing waits for them.
+MAX_BUFFERED_DIGITS = 16
+#: Frames of received audio waiting to be echoed.
+ECHO_DEPTH = 10
+
+_SILENCE = Audio(bytes(MISSING_PROMPT_MS * RATE // 1000 * 2))
+
+#: Q.850 cause values for the flow's hangup causes (RFC 3326 Reason).
+_Q850 = {"flow_error": 41, "flow_runaway": 41, "flow_timeout": 102}
+
+
+def reason_for_cause(cause: str) -> str:
+    """The C{Reason} header value (RFC 3326) for a flow's hangup cause.
+
+    Every cause is a normal clearing (Q.850 16) with the cause word as
+    text, except the interpreter's own failures: C{flow_error} and
+    C{flow_runaway} (41, temporary failure) and C{flow_timeout} (102,
+    recovery on timer expiry).
+    """
+    text = "".join(c for c in cause if c.isalnum() or c in "_-.") or "normal"
+    return f'Q.850;cause={_Q850.get(cause, 16)};text="{text}"'
+
+
+class MediaCall:
+    """The IVR L{Session} of one answered call (also an C{EchoSession}).
+
+    The user agent builds it, sets it as the RTP session's C{source},
+    C{on_audio} and C{on_event} (L{next_frame}, L{audio_received},
+    L{event_received}), gives it the INFO digits (L{digit_received}) and
+    calls L{caller_hung_up} on the caller's BYE.
+
+    @ivar digits: every digit received, in order (for logs and tests).
+    @ivar ended: why the call ended (C{None} while it runs).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        prompts: PromptSet | None,
+        *,
+        end: Callable[[str], object],
+        telephone_event: bool,
+        missing: set[str] | None = None,
+        tz: datetime.tzinfo | None = None,
+        label: str = "",
+    ) -> None:
+        """
+        @param clock: the reactor's clock (collect timeouts, C{now}).
+        @param prompts: the prompt set, or C{None} when none could be
+            opened (every prompt is then silence).
+        @param end: called once with a C{Reason} header value to end the
+            call (the user agent sends the BYE and frees the media).
+        @param telephone_event: whether RFC 4733 events were negotiated;
+            without them the received audio goes through a
+            L{DtmfDetector}.
+        @param missing: the prompt names already logged as missing
+            (shared by the calls of one user agent).
+        @param tz: the zone of L{now} (default: the host's local zone).
+        @param label: a name for logs (the Call-ID).
+        """
+        self._clock = clock
+        self._prompts = prompts
+        self._end = end
+        self._missing = missing if missing is not None else set()
+        self._tz = tz
+        self.label = label
+        self.events = TelephoneEventReceiver(clock, self.digit_received)
+        self.detector = None if telephone_event else DtmfDetector(self.digit_received)
+        self.digits: list[str] = []
+        self.ended: str | None = None
+        self._player: Player | None = None
+        self._playing: Deferred[str | None] | None = None
+        self._barge_in = False
+        self._collector: DigitCollector | None = None
+        self._buffer: deque[str] = deque(maxlen=MAX_BUFFERED_DIGITS)
+        self._echo: Deferred[None] | None = None
+        self._echo_frames: deque[bytes] = deque(maxlen=ECHO_DEPTH)
+        self._closed = False
+
+    # -- media callbacks --------------------------------------------------------------
+
+    def next_frame(self) -> bytes | None:
+        """The RTP session's C{source}: the player's frame, an echoed
+        frame, or C{None} (silence)."""
+        player = self._player
+        if player is not None:
+            frame = player.next_frame()
+            if frame is not None:
+                return frame
+            self._play_done(None)
+            return None
+        if self._echo is not None and self._echo_frames:
+            return self._echo_frames.popleft()
+        return None
+
+    def audio_received(self, frame: bytes) -> None:
+        """The RTP session's C{on_audio}: in-band DTMF, and the echo."""
+        if self.detector is not None:
+            self.detector.frame(frame)
+        if self._echo is not None and len(frame) == FRAME_BYTES:
+            self._echo_frames.append(frame)
+
+    def event_received(self, packet: RtpPacket) -> None:
+        """The RTP session's C{on_event}: an RFC 4733 packet."""
+        self.events.packet(packet.payload, packet.timestamp, packet.sequence, packet.marker)
+
+    def digit_received(self, event: DtmfEvent | str) -> None:
+        """A key press, from any source: barge-in, collection or the
+        buffer."""
+        if self.ended is not None:
+            return
+        digit = event if isinstance(event, str) else event.digit
+        self.digits.append(digit)
+        if self._playing is not None:
+            if self._barge_in:
+                self._play_done(digit)
+            return
+        if self._collector is not None and not self._collector.done:
+            self._collector.digit_received(digit)
+            return
+        self._buffer.append(digit)
+
+    # -- the Session protocol ---------------------------------------------------------
+
+    def play(self, prompts: Sequence[PromptItem], barge_in: bool) -> Deferred[str | None]:
+        """Play the prompts into the call (see L{Session.play})."""
+        if self.ended is not None:
+            return _hung_up()
+        self._buffer.clear()
+        self._stop_player()
+        self._player = Player(self._audio_for(prompts))
+        self._barge_in = barge_in
+        self._playing = d = Deferred(lambda _: self._stop_player())
+        return d
+
+    def collect(self, max_digits: int, terminator: str, first_digit_timeout: float,
+                inter_digit_timeout: float) -> Deferred[str]:
+        """Collect digits (see L{Session.collect}); buffered digits count."""
+        if self.ended is not None:
+            return _hung_up()
+        collector = DigitCollector(self._clock, max_digits, terminator, first_digit_timeout,
+                                   inter_digit_timeout)
+        self._collector = collector
+        while self._buffer and not collector.done:
+            collector.digit_received(self._buffer.popleft())
+        return collector.deferred
+
+    def transfer(self, target: str) -> None:
+        """Hand the call on: the media server ends the call with a C{Reason}
+        naming the target (C{SIP;cause=302}); see C{docs/media-server.md}."""
+        text = "".join(c for c in target if c.isprintable() and c not in '"\\')[:128]
+        self._finish(f'SIP;cause=302;text="transfer {text}"')
+
+    def hangup(self, cause: str) -> None:
+        """End the call with a BYE carrying L{reason_for_cause}."""
+        self._finish(reason_for_cause(cause))
+
+    def now(self) -> datetime.datetime:
+        """The clock's time, aware, in the configured (or local) zone."""
+        moment = datetime.datetime.fromtimestamp(self._clock.seconds(), datetime.UTC)
+        return moment.astimezone(self._tz)
+
+    def echo(self) -> Deferred[None]:
+        """Send the caller's audio back until cancelled."""
+        if self.ended is not None:
+            return _hung_up()
+        self._echo_frames.clear()
+
+        def cancelled(_: Deferred[None]) -> None:
+            self._echo = None
+            self._echo_frames.clear()
+
+        self._echo = d = Deferred(cancelled)
+        return d
+
+    # -- the end ----------------------------------------------------------------------
+
+    def caller_hung_up(self) -> None:
+        """The call is over from outside (the caller's BYE, the server
+        stopping): fail what is pending with L{CallerHungUp}.  Idempotent."""
+        if self.ended is None:
+            self.ended = "caller"
+        self._close(CallerHungUp())
+
+    def _finish(self, reason: str) -> None:
+        if self.ended is not None:
+            return
+        self.ended = reason
+        self._close(None)
+        self._end(reason)
+
+    def _close(self, error: Exception | None) -> None:
+        """Stop the player, the collector, the echo and the receivers."""
+        if self._closed:
+            return
+        self._closed = True
+        playing, self._playing = self._playing, None
+        self._player = None
+        collector, self._collector = self._collector, None
+        echo, self._echo = self._echo, None
+        self._buffer.clear()
+        self.events.close()
+        if self.detector is not None:
+            self.detector = None
+        if error is None:
+            for pending in (playing, echo):
+                if pending is not None and not pending.called:
+                    pending.cancel()
+            if collector is not None and not collector.done:
+                collector.deferred.cancel()
+            return
+        if collector is not None:
+            collector.caller_hung_up()
+        for pending in (playing, echo):
+            if pending is not None and not pending.called:
+                pending.errback(error)
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _play_done(self, digit: str | None) -> None:
+        playing, self._playing = self._playing, None
+        self._player = None
+        if playing is not None and not playing.called:
+            playing.callback(digit)
+
+    def _stop_player(self) -> None:
+        self._player = None
+        self._playing = None
+
+    def _names(self, item: PromptItem) -> list[str]:
+        """The prompt names that say one resolved item."""
+        prompts = self._prompts
+        if isinstance(item, Prompt):
+            return [item.name]
+        if prompts is None:
+            return [repr(item)]
+        if isinstance(item, SayNumber):
+            return prompts.sequence_number(item.value)
+        if isinstance(item, SayDuration):
+            return prompts.duration(item.seconds)
+        if isinstance(item, SayDate):
+            return prompts.date(item.value)
+        if isinstance(item, SayDigits):
+            return prompts.digits(item.digits)
+        raise TypeError(f"not a prompt item: {item!r}")
+
+    def _audio_for(self, items: Sequence[PromptItem]) -> list[Audio]:
+        """The audio of the items; silence for what cannot be found."""
+        pieces: list[Audio] = []
+        for item in items:
+            for name in self._names(item):
+                pieces.append(self._load(name))
+        return pieces
+
+    def _load(self, name: str) -> Audio:
+        if self._prompts is not None:
+            try:
+                return self._prompts.audio(name)
+            except MissingPrompt as error:
+                problem = str(error)
+        else:
+            problem = "no prompt set could be opened"
+        if name not in self._missing:
+            self._missing.add(name)
+            self.log.warn("media server: prompt {name} cannot be played ({problem}); "
+                          "playing silence instead", name=name, problem=problem)
+        return _SILENCE
+
+
+def _hung_up() -> Deferred[Any]:
+    d: Deferred[Any] = Deferred()
+    d.errback(CallerHungUp())
+    return d

@@ -1,0 +1,193 @@
+"""The media server answering a real sipp caller through the switch.
+
+C{twistd -n b2bua} runs with C{[plugins.media_server] enabled = true}, the
+test flow C{ms_flows/pin_check.toml} (collect three digits; C{123} hangs up
+with cause C{pin_ok}, anything else C{pin_wrong}) and the extension
+C{7123} routed to it.  A sipp caller (demo extension 1000) dials 7123,
+answers the 407, and after the 200 sends the digits as RFC 4733
+telephone-events from a pcap file this test writes with the project's own
+sender (L{media.server.dtmf.telephone_event_packets}).  The scenario then
+requires the media server's BYE (relayed by the switch) to carry the
+C{Reason} of the chosen branch.  Loopback only, bounded well under a minute.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+import sys
+import tempfile
+from pathlib import Path
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.python.failure import Failure
+from twisted.trial import unittest
+
+from b2bua.demo import seed_database
+from media.server.dtmf import telephone_event_packets
+from media.server.ua_session import reason_for_cause
+from tests.trial.integration.sipp import (
+    TwistdProcess,
+    free_port,
+    require_program,
+    run_sipp,
+    scenario,
+    wait_for_port,
+)
+
+ROOT = Path(__file__).resolve().parents[3]
+FLOWS = Path(__file__).resolve().parent / "ms_flows"
+TIMEOUT = 25.0
+EXTENSION = "7123"
+
+CONFIG = """
+[sip]
+listen = ["udp:127.0.0.1:{port}", "tcp:127.0.0.1:{port}"]
+digest_algorithms = ["MD5", "SHA-256"]
+digest_check_uri = false
+
+[core]
+drain_timeout = 2
+
+[oam]
+listen = "tcp:{oam}:interface=127.0.0.1"
+
+[storage]
+database = "sqlite:///{database}"
+
+[plugins.media_server]
+enabled = true
+listen = "127.0.0.1:{ms_port}"
+prompts = "{folder}/no-prompts"
+port_min = {rtp}
+port_max = {rtp_max}
+flows = "{flows}"
+extensions = {{ "{extension}" = "pin_check" }}
+"""
+
+#: the pcap's link type: Ethernet
+_ETHERNET = 1
+_TELEPHONE_EVENT_PT = 101
+
+
+def _ip_checksum(header: bytes) -> int:
+    total = sum(struct.unpack("!10H", header))
+    while total > 0xFFFF:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def _frame(payload: bytes, source_port: int, destination_port: int) -> bytes:
+    """Ethernet + IPv4 + UDP around an RTP packet (127.0.0.1 both ways;
+    sipp replaces addresses and ports when it plays the file)."""
+    udp = struct.pack("!HHHH", source_port, destination_port, 8 + len(payload), 0) + payload
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, 17, 0,
+                         bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1]))
+    header = header[:10] + struct.pack("!H", _ip_checksum(header)) + header[12:]
+    return bytes(6) + bytes(6) + b"\x08\x00" + header + udp
+
+
+def write_dtmf_pcap(path: Path, digits: str, *, gap_ms: int = 400) -> None:
+    """A pcap of RFC 4733 key presses (100 ms each, C{gap_ms} apart)."""
+    records = []
+    sequence, ssrc, start_ms = 1000, 0x4D53_5541, 200
+    for n, digit in enumerate(digits):
+        timestamp = 16000 + n * 8 * (100 + gap_ms)
+        for packet in telephone_event_packets(digit, 100, timestamp,
+                                              interval_ms=20):
+            rtp = struct.pack("!BBHII", 0x80,
+                              (0x80 if packet.marker else 0) | _TELEPHONE_EVENT_PT,
+                              sequence, packet.timestamp, ssrc) + packet.payload
+            sequence += 1
+            at_ms = start_ms + n * (100 + gap_ms) + packet.send_at_ms
+            frame = _frame(rtp, 6000, 6002)
+            records.append(struct.pack("<IIII", at_ms // 1000, (at_ms % 1000) * 1000,
+                                       len(frame), len(frame)) + frame)
+    header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, _ETHERNET)
+    path.write_bytes(header + b"".join(records))
+
+
+class MediaServerWithSippTests(unittest.TestCase):
+    """A sipp caller reaches an IVR flow of the media server."""
+
+    timeout = 60
+
+    def setUp(self) -> Deferred[None]:
+        """Start the switch with the media server under twistd."""
+        self.sipp = require_program("sipp", "sip-tester")
+        self.port = free_port("both")
+        self.folder = Path(tempfile.mkdtemp(prefix="b2bua-ms-"))
+        database = self.folder / "var" / "b2bua.db"
+        config = self.folder / "b2bua.toml"
+        rtp = 20000 + (os.getpid() % 200) * 100
+        config.write_text(CONFIG.format(
+            port=self.port, oam=free_port("tcp"), database=database, folder=self.folder,
+            ms_port=free_port("udp"), rtp=rtp, rtp_max=rtp + 99, flows=FLOWS,
+            extension=EXTENSION))
+        self.twistd = TwistdProcess()
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+                "-n", "--pidfile=", "--logfile=-", "b2bua", "--config", str(config)]
+
+        def spawn(_: object) -> Deferred[None]:
+            self.process = reactor.spawnProcess(self.twistd, sys.executable, argv, env=env,
+                                                path=str(self.folder))
+            self.addCleanup(self._stop)
+            return wait_for_port(reactor, self.port, "tcp", timeout=20.0)
+
+        d = seed_database(f"sqlite:///{database}", reactor, admin_key=False)
+        d.addCallback(spawn)
+        d.addErrback(self._explain)
+        return d
+
+    def _explain(self, failure: Failure) -> Failure:
+        self.fail(f"switch did not start: {failure.getErrorMessage()}\n"
+                  f"{self.twistd.output.decode(errors='replace')[-3000:]}")
+        return failure
+
+    def _stop(self) -> Deferred[None]:
+        if not self.twistd.ended.called:
+            try:
+                self.process.signalProcess("TERM")
+            except Exception:
+                pass
+            killer = reactor.callLater(15, self._kill)
+            self.twistd.ended.addBoth(lambda _: killer.active() and killer.cancel())
+        log = self.twistd.output.decode(errors="replace")
+        self.assertNotIn("Traceback", log, log[-3000:])
+        return self.twistd.ended
+
+    def _kill(self) -> None:
+        try:
+            os.kill(self.process.pid, signal.SIGKILL)
+        except (OSError, TypeError):
+            pass
+
+    async def _call(self, digits: str, cause: str) -> None:
+        """Dial the flow, send C{digits} as RFC 4733 events, and require a
+        BYE whose Reason carries C{cause}."""
+        pcap = self.folder / f"dtmf-{digits}.pcap"
+        write_dtmf_pcap(pcap, digits)
+        expected = reason_for_cause(cause).split(";text=")[1]
+        text = Path(scenario("ms_pin_uac.xml")).read_text(encoding="iso-8859-1")
+        copy = self.folder / f"ms_pin_uac-{digits}.xml"
+        copy.write_text(text.replace("PCAP_FILE", str(pcap))
+                        .replace("REASON_REGEXP", "text=." + expected.strip('"') + "."),
+                        encoding="iso-8859-1")
+        result = await run_sipp(
+            reactor, str(copy), f"127.0.0.1:{self.port}", "u1",
+            ["-s", EXTENSION, "-au", "1000", "-ap", "1234", "-set", "caller", "1000",
+             "-mp", str(free_port("udp"))],
+            timeout=TIMEOUT, sipp=self.sipp)
+        self.assertTrue(result.ok, result.describe() + "\n" +
+                        self.twistd.output.decode(errors="replace")[-3000:])
+
+    def test_right_digits(self) -> None:
+        """1 2 3 as telephone-events: the BYE says C{pin_ok}."""
+        return ensureDeferred(self._call("123", "pin_ok"))
+
+    def test_wrong_digits(self) -> None:
+        """1 2 4: the BYE says C{pin_wrong} (so the first test can fail)."""
+        return ensureDeferred(self._call("124", "pin_wrong"))
