@@ -17,6 +17,14 @@ Settings (C{[plugins.media_server]}):
   - C{extensions} (C{{"*43" = "echo", "*60" = "speaking_clock"}}):
     dialled number -> flow name.
   - C{flows} (optional): a directory whose C{*.toml} files are more flows.
+  - C{recordings} (C{"recordings"}): the directory of the recordings
+    (C{media/server/recording.py}); no C{;}, C{,} or control characters
+    (the paths go into the C{X-Recording} header).
+  - C{record_policy} (C{"on_demand"}): C{always} records every call
+    whole (stereo); C{on_demand} only when a flow or the API asks.
+
+The plugin leaves itself in C{services.extra["media_server"]} while it
+runs, so that the HTTP API (C{oam/api/media_calls.py}) finds its UA.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ from media.server.ivr import Flow, FlowError, builtin_flow, load_flow_file
 from media.server.ivr_actions import builtin_actions
 from media.server.ivr_runtime import FlowResult
 from media.server.prompts import MissingPrompt, PromptSet
+from media.server.recording import RECORD_POLICIES, register_recording_actions, unsafe_directory
 from media.server.ua import MediaServerUA
 
 __all__ = ["BUILTIN_FLOWS", "NAME", "MediaServer", "MediaServerSettings", "SettingsError"]
@@ -51,7 +60,7 @@ NAME = "media_server"
 BUILTIN_FLOWS = ("echo", "speaking_clock")
 DEFAULT_EXTENSIONS = {"*43": "echo", "*60": "speaking_clock"}
 _KEYS = {"enabled", "listen", "prompts", "language", "port_min", "port_max", "extensions",
-         "flows", "media_address"}
+         "flows", "media_address", "recordings", "record_policy"}
 
 log = Logger()
 
@@ -90,6 +99,14 @@ class MediaServerSettings:
                 raise SettingsError(f"plugins.{NAME}.extensions.{number}: expected a flow name")
         self.extensions: dict[str, str] = dict(extensions)
         self.flows = self._take(table, "flows", str, "")
+        self.recordings = self._take(table, "recordings", str, "recordings")
+        if not self.recordings or unsafe_directory(self.recordings):
+            raise SettingsError(f"plugins.{NAME}.recordings: expected a directory without "
+                                "';', ',' or control characters")
+        self.record_policy = self._take(table, "record_policy", str, "on_demand")
+        if self.record_policy not in RECORD_POLICIES:
+            raise SettingsError(f"plugins.{NAME}.record_policy: expected one of "
+                                f"{', '.join(RECORD_POLICIES)}")
 
     @staticmethod
     def _take(table: dict[str, Any], key: str, kind: type, default: Any) -> Any:
@@ -145,6 +162,7 @@ class MediaServer:
         self.ua: MediaServerUA | None = None
         self.settings: MediaServerSettings | None = None
         self._runs: Counter | None = None
+        self._extra: dict[str, Any] | None = None
 
     @hookimpl
     def b2bua_configure(self, services: Services, settings: dict[str, Any]) -> None:
@@ -159,7 +177,7 @@ class MediaServer:
         if reactor is None:
             raise SettingsError(f"plugins.{NAME}.enabled: the switch gives no reactor that "
                                 "can listen on UDP")
-        actions = builtin_actions()
+        actions = register_recording_actions(builtin_actions())
         flows = load_flows(own.flows, actions)
         for number, name in own.extensions.items():
             if name not in flows:
@@ -177,13 +195,17 @@ class MediaServer:
         ua = MediaServerUA(reactor, listen=(own.host, own.port), flows=flows, actions=actions,
                            prompts=prompts, port_pool=PortPool(own.port_min, own.port_max),
                            media_address=own.media_address, on_result=self._count,
-                           user_agent=str(services.extra.get("user_agent", "b2bua")))
+                           user_agent=str(services.extra.get("user_agent", "b2bua")),
+                           recordings=str(Path(own.recordings).absolute()),
+                           record_policy=own.record_policy)
         try:
             ua.start()
         except Exception as error:
             raise SettingsError(f"plugins.{NAME}.listen: cannot listen on "
                                 f"{own.host}:{own.port}: {error}") from None
         self.ua = ua
+        self._extra = services.extra
+        services.extra[NAME] = self
         log.info("media server listening on {host}:{port} (extensions {extensions})",
                  host=own.host, port=own.port, extensions=", ".join(sorted(own.extensions)))
 
@@ -212,4 +234,7 @@ class MediaServer:
     def b2bua_unconfigure(self) -> Deferred[Any] | None:
         """Stop the UA (its calls get a BYE)."""
         ua, self.ua = self.ua, None
+        extra, self._extra = self._extra, None
+        if extra is not None and extra.get(NAME) is self:
+            del extra[NAME]
         return ua.stop() if ua is not None else None

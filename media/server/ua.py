@@ -23,6 +23,15 @@ is C{sip:<flow>@127.0.0.1:<port>} (see C{media/server/plugin.py}).
   - B{the flow's end}: the session's C{hangup} or C{transfer} sends a BYE
     with a C{Reason} (L{reason_for_cause}); the user agent reports each
     run's L{FlowResult} to C{on_result}.
+  - B{Recording} (with a C{recordings} directory): each call gets its
+    L{CallRecordings}; the whole call is recorded (stereo) from the ACK on
+    when the call's policy is C{always} (the flow variable C{record}, or
+    C{record_policy}); L{recordings_of} gives a live call's recordings to
+    the API.  When the call ends every file is finished, named in one
+    C{X-Recording: <path>;duration=<ms>} header per file on the BYE we send
+    (or on our C{200} to the caller's BYE), and the whole-call files go
+    into the run's variables C{call_recording} (paths, comma-separated)
+    and C{call_recording_ms} (their total duration).
 """
 
 from __future__ import annotations
@@ -55,6 +64,8 @@ from media.server.ivr_actions import ActionRegistry
 from media.server.ivr_runtime import FlowResult, FlowRun, run_flow
 from media.server.negotiation import NotAcceptableHere, make_origin, negotiate
 from media.server.prompts import PromptSet
+from media.server.recorder import Recording, RecordingError
+from media.server.recording import RECORD_POLICIES, CallRecordings, header_value
 from media.server.rtp_session import RtpSession
 from media.server.ua_session import MediaCall, reason_for_cause
 
@@ -135,6 +146,8 @@ class MediaServerUA:
         on_result: Callable[[Flow, FlowResult], object] | None = None,
         user_agent: str = "b2bua media server",
         random: Callable[[int], bytes] = os.urandom,
+        recordings: str | os.PathLike[str] | None = None,
+        record_policy: str = "on_demand",
     ) -> None:
         """
         @param reactor: the clock and (for the RTP sessions and, without
@@ -151,7 +164,15 @@ class MediaServerUA:
         @param tz: the zone of the flows' clock (default: local).
         @param on_result: called with the flow and the L{FlowResult} of
             every run.
+        @param recordings: the directory of the recordings (C{None}: the
+            calls cannot record).
+        @param record_policy: C{on_demand} or C{always} (every call is
+            recorded whole, stereo).
+        @raise ValueError: for an unknown C{record_policy}.
         """
+        if record_policy not in RECORD_POLICIES:
+            raise ValueError(f"record_policy must be one of {', '.join(RECORD_POLICIES)}, "
+                             f"not {record_policy!r}")
         self.reactor = reactor
         self.listen_address = listen
         self.flows = dict(flows)
@@ -164,6 +185,8 @@ class MediaServerUA:
         self.on_result = on_result
         self.user_agent = user_agent
         self._random = random
+        self.recordings_directory = recordings
+        self.record_policy = record_policy
         self._transport: Any = transport
         self._own_transport = transport is None
         self.transactions: TransactionLayer | None = None
@@ -282,9 +305,14 @@ class MediaServerUA:
             self._close_media(rtp, port)
             raise
         key = (request.call_id, local_tag)
+        recordings = None
+        if self.recordings_directory is not None:
+            recordings = CallRecordings(self.reactor, self.recordings_directory,
+                                        request.call_id)
         media = MediaCall(self.reactor, self.prompts, telephone_event=result.telephone_event
                           is not None, end=lambda reason: self._end(call, reason),
-                          missing=self.missing_prompts, tz=self.tz, label=request.call_id)
+                          missing=self.missing_prompts, tz=self.tz, label=request.call_id,
+                          recordings=recordings)
         answer = result.answer.to_bytes()
         call = _Call(key, flow, request, dialog, rtp, port, origin, media, answer)
         try:
@@ -323,9 +351,46 @@ class MediaServerUA:
             call.retransmitter = None
         if call.run is not None or call.released:
             return
+        self._record_always(call)
         call.run, call.done = run_flow(call.flow, call.media, actions=self.actions,
                                        clock=self.reactor, variables=call.variables)
         call.done.addCallback(self._flow_ended, call)
+
+    def _record_always(self, call: _Call) -> None:
+        """Start the whole-call recording when the call's policy says so."""
+        recordings = call.media.recordings
+        if recordings is None:
+            return
+        policy = {**call.flow.variables, **call.variables}.get("record", "")
+        if "always" not in (policy, self.record_policy):
+            return
+        try:
+            recordings.control("start")
+        except RecordingError as error:
+            self.log.warn("media server: cannot record {call_id}: {error}",
+                          call_id=call.invite.call_id, error=error)
+
+    def recordings_of(self, call_id: str) -> CallRecordings | None:
+        """The recordings of the live call with this SIP Call-ID (C{None}:
+        no such call, or recording is not configured)."""
+        for (ident, _), call in self.calls.items():
+            if ident == call_id and not call.released:
+                return call.media.recordings
+        return None
+
+    def _recorded(self, call: _Call, hung_up: bool) -> list[tuple[str, str]]:
+        """Finish the call's recordings; their C{X-Recording} headers.  The
+        whole-call files also go into the run's variables."""
+        files: list[Recording] = call.media.close_recordings(hung_up=hung_up)
+        whole = [r for r in files if r.mode == "stereo"]
+        if whole and call.run is not None:
+            call.run.variables["call_recording"] = ",".join(str(r.path) for r in whole)
+            call.run.variables["call_recording_ms"] = str(sum(r.duration_ms for r in whole))
+        for recording in files:
+            self.log.info("media server: {call_id} recorded {path} ({ms} ms)",
+                          call_id=call.invite.call_id, path=str(recording.path),
+                          ms=recording.duration_ms)
+        return [("X-Recording", header_value(r)) for r in files]
 
     def _flow_ended(self, result: FlowResult, call: _Call) -> None:
         self.log.info("media server: flow {flow} of {call_id} ended: {outcome} ({detail})",
@@ -349,7 +414,7 @@ class MediaServerUA:
         call.dialog.receive_request(request)  # SIPError: 400/500 for a bad CSeq
         method = request.method
         if method == "BYE":
-            self._reply(transaction, request, 200)
+            self._reply(transaction, request, 200, headers=self._recorded(call, True))
             self._caller_hung_up(call)
         elif method == "INFO":
             if request.body:
@@ -403,8 +468,9 @@ class MediaServerUA:
         """Our side ends the call: BYE with C{reason}, then free the media."""
         if call.released:
             return
+        headers = [("Reason", reason), *self._recorded(call, True)]
         try:
-            bye, hop = call.dialog.create_request("BYE", headers=[("Reason", reason)])
+            bye, hop = call.dialog.create_request("BYE", headers=headers)
             if self.transactions is not None:
                 self.transactions.send_request(bye, target_for_uri(hop),
                                                _ByeOwner(call.invite.call_id))

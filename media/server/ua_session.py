@@ -22,6 +22,10 @@ Decisions:
   - B{Echo} sends each received frame back on the next tick, keeping at
     most L{ECHO_DEPTH} frames (older ones are dropped: the delay never
     grows).
+  - B{Recording} (L{CallRecordings}, when the user agent gives one): every
+    tick's sent and received frames go to it; a key press that ends a
+    message recording is consumed by it; the call's end finishes every
+    file.
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ from media.server.ivr_session import (
 )
 from media.server.pcm import FRAME_BYTES, RATE
 from media.server.prompts import MissingPrompt, Player, PromptSet
+from media.server.recorder import Recording, RecordingError
+from media.server.recording import CallRecordings, RecordedMessage
 from media.server.rtp_packet import RtpPacket
 from media.server.wav import Audio
 
@@ -104,6 +110,7 @@ class MediaCall:
         missing: set[str] | None = None,
         tz: datetime.tzinfo | None = None,
         label: str = "",
+        recordings: CallRecordings | None = None,
     ) -> None:
         """
         @param clock: the reactor's clock (collect timeouts, C{now}).
@@ -118,6 +125,8 @@ class MediaCall:
             (shared by the calls of one user agent).
         @param tz: the zone of L{now} (default: the host's local zone).
         @param label: a name for logs (the Call-ID).
+        @param recordings: the call's recordings (C{None}: this call
+            cannot record).
         """
         self._clock = clock
         self._prompts = prompts
@@ -125,6 +134,7 @@ class MediaCall:
         self._missing = missing if missing is not None else set()
         self._tz = tz
         self.label = label
+        self.recordings = recordings
         self.events = TelephoneEventReceiver(clock, self.digit_received)
         self.detector = None if telephone_event else DtmfDetector(self.digit_received)
         self.digits: list[str] = []
@@ -142,7 +152,13 @@ class MediaCall:
 
     def next_frame(self) -> bytes | None:
         """The RTP session's C{source}: the player's frame, an echoed
-        frame, or C{None} (silence)."""
+        frame, or C{None} (silence); recorded as the tick's sent frame."""
+        frame = self._next_frame()
+        if self.recordings is not None:
+            self.recordings.sent(frame)
+        return frame
+
+    def _next_frame(self) -> bytes | None:
         player = self._player
         if player is not None:
             frame = player.next_frame()
@@ -155,7 +171,9 @@ class MediaCall:
         return None
 
     def audio_received(self, frame: bytes) -> None:
-        """The RTP session's C{on_audio}: in-band DTMF, and the echo."""
+        """The RTP session's C{on_audio}: recording, in-band DTMF, the echo."""
+        if self.recordings is not None:
+            self.recordings.received(frame)
         if self.detector is not None:
             self.detector.frame(frame)
         if self._echo is not None and len(frame) == FRAME_BYTES:
@@ -172,6 +190,8 @@ class MediaCall:
             return
         digit = event if isinstance(event, str) else event.digit
         self.digits.append(digit)
+        if self.recordings is not None and self.recordings.key(digit):
+            return
         if self._playing is not None:
             if self._barge_in:
                 self._play_done(digit)
@@ -234,7 +254,30 @@ class MediaCall:
         self._echo = d = Deferred(cancelled)
         return d
 
+    def record(self, max_ms: int, stop_digits: str) -> Deferred[RecordedMessage]:
+        """Record the caller's message (see L{CallRecordings.record}).
+
+        @raise RecordingError: when this call cannot record or the file
+            cannot be created.
+        @raise RecordingConflict: while another message records.
+        """
+        if self.ended is not None:
+            return _hung_up()
+        if self.recordings is None:
+            raise RecordingError("recording is not configured on this media server")
+        return self.recordings.record(max_ms, stop_digits)
+
     # -- the end ----------------------------------------------------------------------
+
+    def close_recordings(self, hung_up: bool = False) -> list[Recording]:
+        """Finish every recording of the call (idempotent); a message being
+        recorded fails with L{CallerHungUp} when C{hung_up}.
+
+        @return: every file the call recorded, in the order they ended.
+        """
+        if self.recordings is None:
+            return []
+        return self.recordings.close(CallerHungUp() if hung_up else None)
 
     def caller_hung_up(self) -> None:
         """The call is over from outside (the caller's BYE, the server
@@ -260,6 +303,7 @@ class MediaCall:
         collector, self._collector = self._collector, None
         echo, self._echo = self._echo, None
         self._buffer.clear()
+        self.close_recordings(hung_up=error is not None)
         self.events.close()
         if self.detector is not None:
             self.detector = None

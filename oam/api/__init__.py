@@ -13,6 +13,8 @@
     GET    /api/v1/trunking/status      registrations, probes, limits (with C{plugin_state=})
     GET    /api/v1/balances/customers/<id>        a tenant's balance (with C{balances=})
     POST   /api/v1/balances/customers/<id>/topup  top it up, re-arm its live calls
+    POST   /api/v1/media/calls/<call-id>/recording  start/stop/pause/resume recording
+                                        a media-server call (with C{plugin_state=})
 
 Modules: L{auth} (bearer keys -> scopes), L{collection} (the generic
 resources), L{rates} (uploads), L{quote} (quotes), L{routing} and
@@ -50,6 +52,7 @@ from oam.api.balances import BalanceAccess, BalancesRoot
 from oam.api.blending import BlendResource
 from oam.api.collection import BodyCheck, CollectionResource
 from oam.api.endpoint import ApiContext
+from oam.api.media_calls import MediaRoot
 from oam.api.openapi import OpenAPIResource, build_document
 from oam.api.quote import QuoteResource
 from oam.api.rates import ImportResource, tariff_body_check
@@ -120,7 +123,8 @@ def make_api(repositories: dict[str, Any], database: Any, report: Any, *,
         C{/balances/customers/...} (L{oam.api.balances}); not served
         without (it also needs the C{ledger} repository).
     @param plugin_state: gives the services' C{extra} mapping (the plugins'
-        live state): serves C{/trunking/status} (L{oam.api.trunking}).
+        live state): serves C{/trunking/status} (L{oam.api.trunking}) and
+        C{/media/calls/<call-id>/recording} (L{oam.api.media_calls}).
     @raise KeyError: when a repository keys need is missing (C{resellers},
         C{customers}, C{accounts}, C{api_keys}).  Other collections without
         a repository (C{cards} when no PIN secret is configured) are left
@@ -156,8 +160,10 @@ def make_api(repositories: dict[str, Any], database: Any, report: Any, *,
         trunking = ApiRoot()
         trunking.putChild(b"status", TrunkingStatusResource(context, plugin_state))
         root.putChild(b"trunking", trunking)
+        root.putChild(b"media", MediaRoot(context, plugin_state))
     document = build_document(version, served, base=base, balances=balances is not None,
-                              trunking=plugin_state is not None)
+                              trunking=plugin_state is not None,
+                              media=plugin_state is not None)
     root.putChild(b"openapi.json", OpenAPIResource(context, document))
     return root
 

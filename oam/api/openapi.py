@@ -552,12 +552,45 @@ def _trunking_paths() -> dict[str, Any]:
                       **_responses(401, 403, 500)}}}}
 
 
+def _media_paths() -> dict[str, Any]:
+    """C{POST /media/calls/{call_id}/recording} (L{oam.api.media_calls})."""
+    ident = [{"name": "call_id", "in": "path", "required": True,
+              "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+              "description": "The SIP Call-ID of the media server's call."}]
+    body = {"type": "object", "additionalProperties": False, "required": ["action"],
+            "properties": {"action": {"type": "string",
+                                      "enum": ["start", "stop", "pause", "resume"]}}}
+    recording = {"type": "object", "required": ["path", "mode", "duration_ms"],
+                 "properties": {"path": {"type": "string"}, "mode": {"type": "string"},
+                                "duration_ms": {"type": "integer"}}}
+    state = {"type": "object", "required": ["call_id", "state", "path", "duration_ms",
+                                            "recordings"],
+             "properties": {
+                 "call_id": {"type": "string"},
+                 "state": {"type": "string",
+                           "enum": ["idle", "recording", "paused", "stopped"]},
+                 "path": {"type": ["string", "null"],
+                          "description": "The file being written (stereo WAV)."},
+                 "duration_ms": {"type": ["integer", "null"]},
+                 "recordings": {"type": "array", "items": recording,
+                                "description": "The files the call finished."}}}
+    return {"/media/calls/{call_id}/recording": {"post": {
+        "operationId": "control_media_call_recording",
+        "summary": "Start, stop, pause or resume recording a media-server call",
+        "description": "Admin keys only.  The whole call, stereo (caller left, media "
+                       "server right).  An action already in effect changes nothing.",
+        "tags": ["media"], "parameters": ident,
+        "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+        "responses": {"200": _json(state, "The recording's state after the action."),
+                      **_responses(400, 401, 403, 404, 409, 415, 422, 500, 503)}}}}
+
+
 def build_document(version: str, entities: tuple[Entity, ...] = ENTITIES,
                    base: str = "/api/v1", *, balances: bool = False,
-                   trunking: bool = False) -> dict[str, Any]:
+                   trunking: bool = False, media: bool = False) -> dict[str, Any]:
     """The OpenAPI document of the API serving C{entities} under C{base}
     (and the balance routes when C{balances}, the trunking status when
-    C{trunking})."""
+    C{trunking}, the media-server call recording when C{media})."""
     schemas: dict[str, Any] = _error_schemas()
     paths: dict[str, Any] = {"/openapi.json": {"get": {
         "operationId": "get_openapi", "summary": "This document", "security": [],
@@ -580,6 +613,8 @@ def build_document(version: str, entities: tuple[Entity, ...] = ENTITIES,
         schemas.update(_balance_schemas())
     if trunking:
         paths.update(_trunking_paths())
+    if media:
+        paths.update(_media_paths())
     responses = {}
     for code, (description, schema) in ERRORS.items():
         responses[f"E{code}"] = _json(_ref(schema), description)
@@ -596,7 +631,8 @@ def build_document(version: str, entities: tuple[Entity, ...] = ENTITIES,
                  *([{"name": "rating"}] if "/rating/quote" in paths else []),
                  *([{"name": "routing"}] if "/routing/explain" in paths else []),
                  *([{"name": "balances"}] if balances else []),
-                 *([{"name": "trunking"}] if trunking else [])],
+                 *([{"name": "trunking"}] if trunking else []),
+                 *([{"name": "media"}] if media else [])],
         "paths": paths,
         "components": {"schemas": schemas, "responses": responses,
                        "securitySchemes": {"bearerAuth": {
