@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import Metric
@@ -208,6 +209,11 @@ class Metrics:
         self._registrations: LiveCount = registrations or _zero
         self._transactions: LiveCount = transactions or _zero
         self._hooks: set[str] = set()
+        #: label value -> child, for the counters bumped on every message
+        #: (each label set is bounded, so are these)
+        self._request_children: dict[str, Any] = {}
+        self._response_children: dict[int, tuple[Any, str]] = {}
+        self._call_children: dict[str, Any] = {}
         self._last: dict[str, float] = {}
 
         self.calls_active = Gauge(
@@ -327,7 +333,10 @@ class Metrics:
         """
         outcome = outcome_for(code, cancelled)
         self.calls_active.dec()
-        self.calls.labels(outcome).inc()
+        child = self._call_children.get(outcome)
+        if child is None:
+            child = self._call_children[outcome] = self.calls.labels(outcome)
+        child.inc()
         return outcome
 
     def observe_call_setup(self, seconds: float) -> None:
@@ -340,14 +349,23 @@ class Metrics:
     def request_received(self, method: str) -> str:
         """Count a SIP request received; return the C{method} label used."""
         label = method_label(method)
-        self.sip_requests.labels(label).inc()
+        child = self._request_children.get(label)
+        if child is None:
+            child = self._request_children[label] = self.sip_requests.labels(label)
+        child.inc()
         return label
 
     def response_sent(self, code: int) -> str | None:
         """Count a SIP response sent; return the C{code} label, C{None} if not counted."""
+        known = self._response_children.get(code) if code.__class__ is int else None
+        if known is not None:
+            known[0].inc()
+            return known[1]
         label = code_label(code)
         if label is not None:
-            self.sip_responses.labels(label).inc()
+            child = self.sip_responses.labels(label)
+            self._response_children[code] = (child, label)
+            child.inc()
         return label
 
     def message_dropped(self, reason: str) -> str:

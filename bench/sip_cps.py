@@ -19,7 +19,7 @@ says: static route, no authentication, no accounting, no logging.
 
 Usage::
 
-    .venv/bin/python bench/sip_cps.py [--step-seconds 10] [--budget 90]
+    .venv/bin/python bench/sip_cps.py [--step-seconds 10] [--budget 150]
         [--hold-calls 1000] [--ours-only | --sippy-only] [--quick]
 
 Exits 0 when every figure was measured, 2 when our service does not route
@@ -569,7 +569,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description="Calls per second through a B2BUA.")
     for flag, kind, default, text in (
         ("--step-seconds", float, 10.0, "seconds of calls per step (default 10)"),
-        ("--budget", float, 90.0, "seconds for the rate search, per B2BUA (default 90)"),
+        ("--budget", float, 150.0, "seconds for the rate search, per B2BUA (default 150)"),
         ("--start-rate", int, 50, "first rate tried, in CPS (default 50)"),
         ("--max-rate", int, 5000, "never try a higher rate (default 5000)"),
         ("--hold-calls", int, 1000, "concurrent calls held for the memory figure"),

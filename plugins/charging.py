@@ -319,10 +319,11 @@ class Charging:
         if sessions is None or NAME in call.data or call.data.get("uncharged"):
             return None  # e.g. a DID call from a vendor, an emergency call
         tenant = tenant_of(call)
-        index = self._index(call, tenant)
         number = dialled_number(call)
-        if index is None or (not self.settings.charge_on_net
-                             and self._on_net(call, tenant, number)):
+        if not self.settings.charge_on_net and self._on_net(call, tenant, number):
+            return None  # checked first: a call between extensions needs no tariff
+        index = self._index(call, tenant)
+        if index is None:
             return None
         payer = self._payer_of(call, tenant)
         warn_before = self.settings.policy.warn_before

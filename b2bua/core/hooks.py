@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pluggy
-from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -64,17 +64,22 @@ class CallHooks:
         self.count_error(name)
         self.log.failure("plugin error in {hook}", failure, hook=name)
 
-    def _notify(self, name: str, **kwargs: Any) -> None:
-        caller = getattr(self.hook, name)
-        implementations = caller.get_hookimpls()
+    def _notify(self, name: str, **kwargs: Any) -> list[Deferred[Any]]:
+        """Call every implementation of C{name}; return the Deferreds they
+        returned (tracked in L{outstanding} until they fire)."""
+        implementations = getattr(self.hook, name).get_hookimpls()
+        if not implementations:
+            return []
         results: list[Any] = []
-        if any(i.wrapper or i.hookwrapper for i in implementations):
-            # wrappers need pluggy's own call, where one failure stops the rest
-            try:
-                results = caller(**kwargs)
-            except Exception:
-                self._failed(name, Failure())
-                return
+        for implementation in implementations:
+            if implementation.wrapper or implementation.hookwrapper:
+                # wrappers need pluggy's own call, where one failure stops the rest
+                try:
+                    results = getattr(self.hook, name)(**kwargs)
+                except Exception:
+                    self._failed(name, Failure())
+                    return []
+                break
         else:
             # one by one, in pluggy's order: a failing plugin must not keep
             # the others from being told (b2bua_call_ended releases money)
@@ -84,9 +89,12 @@ class CallHooks:
                         *[kwargs[arg] for arg in implementation.argnames]))
                 except Exception:
                     self._failed(name, Failure())
+        tracked = []
         for result in results or ():
             if isinstance(result, Deferred):
                 self._track(name, result)
+                tracked.append(result)
+        return tracked
 
     def _track(self, name: str, d: Deferred[Any]) -> None:
         self.outstanding.add(d)
@@ -98,32 +106,75 @@ class CallHooks:
 
         d.addBoth(done)
 
-    async def _first_decision(self, name: str, kinds: tuple[type, ...],
-                              **kwargs: Any) -> Any:
+    def _first_decision(self, name: str, kinds: tuple[type, ...],
+                        **kwargs: Any) -> Deferred[Any]:
+        """The first answer of decision hook C{name}, in a Deferred.
+
+        Lazy answers (zero-argument callables) are called in order, each
+        bounded by the timeout; one whose result is there at once is taken
+        at once (no timer, no coroutine), as most are.  Fails with
+        L{HookFailed} when an implementation raises, times out or answers
+        something that is none of C{kinds} (nor a list of L{Route}s).
+        """
         try:
             answers = getattr(self.hook, name)(**kwargs)
         except Exception:
             failure = Failure()
             self._failed(name, failure)
-            raise HookFailed(name, failure) from None
-        for answer in answers:
+            return fail(HookFailed(name, failure))
+        return self._answers_from(name, kinds, answers, 0)
+
+    def _answers_from(self, name: str, kinds: tuple[type, ...], answers: list[Any],
+                      start: int) -> Deferred[Any]:
+        """L{_first_decision} from C{answers[start]} on."""
+        for index in range(start, len(answers)):
+            answer = answers[index]
             if callable(answer) and not isinstance(answer, kinds):
-                try:
-                    d = maybeDeferred(answer)
+                d = maybeDeferred(answer)
+                now: list[Any] = []
+
+                def grab(result: Any, now: list[Any] = now) -> Any:
+                    now.append(result)
+                    return result
+
+                d.addBoth(grab)
+                if not now:  # not there yet: wait for it, bounded
                     d.addTimeout(self.timeout, self.clock)
-                    answer = await d
-                except Exception:
-                    failure = Failure()
-                    self._failed(name, failure)
-                    raise HookFailed(name, failure) from None
+                    return d.addBoth(self._lazy_answered, name, kinds, answers, index)
+                answer = now[0]
+                if isinstance(answer, Failure):
+                    d.addErrback(lambda _: None)  # handled here
+                    self._failed(name, answer)
+                    return fail(HookFailed(name, answer))
             if answer is not None:
-                if isinstance(answer, list) and all(isinstance(r, Route) for r in answer):
-                    return answer
-                if isinstance(answer, kinds):
-                    return answer
-                self._failed(name, Failure(TypeError(f"{name} returned {answer!r}")))
-                raise HookFailed(name)
-        return None
+                try:
+                    return succeed(self._accepted(name, kinds, answer))
+                except HookFailed as error:
+                    return fail(error)
+        return succeed(None)
+
+    def _lazy_answered(self, answer: Any, name: str, kinds: tuple[type, ...],
+                       answers: list[Any], index: int) -> Any:
+        """A lazy answer that came later (or failed, or timed out)."""
+        if isinstance(answer, Failure):
+            self._failed(name, answer)
+            return Failure(HookFailed(name, answer))
+        if answer is None:
+            return self._answers_from(name, kinds, answers, index + 1)
+        try:
+            return self._accepted(name, kinds, answer)
+        except HookFailed:
+            return Failure()
+
+    def _accepted(self, name: str, kinds: tuple[type, ...], answer: Any) -> Any:
+        """C{answer} when it is one of C{kinds} or a list of routes; else
+        count the plugin error and raise L{HookFailed}."""
+        if isinstance(answer, list) and all(isinstance(r, Route) for r in answer):
+            return answer
+        if isinstance(answer, kinds):
+            return answer
+        self._failed(name, Failure(TypeError(f"{name} returned {answer!r}")))
+        raise HookFailed(name)
 
     # -- decisions ---------------------------------------------------------
 
@@ -138,13 +189,12 @@ class CallHooks:
     def authorize(self, call: object, request: Request) -> Deferred[Reject | None]:
         """The first L{Reject} any plugin gives, or C{None}.  Fails with
         L{HookFailed} when a plugin raises or times out."""
-        return ensureDeferred(self._first_decision(
-            "b2bua_authorize_call", (Reject,), call=call, request=request))
+        return self._first_decision("b2bua_authorize_call", (Reject,), call=call,
+                                    request=request)
 
     def route(self, call: object, request: Request) -> Deferred[list[Route] | Reject | None]:
         """The first routing answer (a list of steps or a L{Reject})."""
-        return ensureDeferred(self._first_decision(
-            "b2bua_route_call", (Reject,), call=call, request=request))
+        return self._first_decision("b2bua_route_call", (Reject,), call=call, request=request)
 
     def admit_attempt(self, call: object, destination: object,
                       attempt: int) -> Deferred[Reject | None] | None:
@@ -152,9 +202,8 @@ class CallHooks:
         or C{None}; C{None} at once (no Deferred) when no plugin asks."""
         if not self.hook.b2bua_admit_attempt.get_hookimpls():
             return None
-        return ensureDeferred(self._first_decision(
-            "b2bua_admit_attempt", (Reject,), call=call, destination=destination,
-            attempt=attempt))
+        return self._first_decision("b2bua_admit_attempt", (Reject,), call=call,
+                                    destination=destination, attempt=attempt)
 
     def choose_failover(self, call: object, leg: object, response: Response | None,
                         attempt: int) -> Hunt | StopHunting | None:
@@ -188,9 +237,9 @@ class CallHooks:
         they are done; else a Deferred firing once the Deferreds they
         returned have (a media backend answering over the network), at
         most the hook timeout later."""
-        before = set(self.outstanding)
-        self._notify("b2bua_rewrite_sdp", call=call, leg=leg, sdp=sdp, direction=direction)
-        pending = [d for d in self.outstanding if d not in before]
+        pending = self._notify("b2bua_rewrite_sdp", call=call, leg=leg, sdp=sdp,
+                               direction=direction)
+        pending = [d for d in pending if d in self.outstanding]  # not fired yet
         if not pending:
             return None
         d: Deferred[Any] = DeferredList(pending, consumeErrors=True)
@@ -231,7 +280,5 @@ class CallHooks:
     def unconfigure(self) -> Deferred[Any]:
         """The service stops; fires once the Deferreds the plugins returned
         have (an un-REGISTER's answer...), whatever their results."""
-        before = set(self.outstanding)
-        self._notify("b2bua_unconfigure")
-        pending = [d for d in self.outstanding if d not in before]
-        return DeferredList(pending, consumeErrors=True)
+        pending = self._notify("b2bua_unconfigure")
+        return DeferredList([d for d in pending if d in self.outstanding], consumeErrors=True)

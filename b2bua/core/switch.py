@@ -11,7 +11,6 @@ clock, transaction layer, hooks, tags, Contact, dialog registry, metrics.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -28,6 +27,7 @@ from b2bua.sip.errors import SIPError
 from b2bua.sip.headers import NameAddress
 from b2bua.sip.interfaces import Source, Target
 from b2bua.sip.message import KNOWN_METHODS, Request, Response, make_response
+from b2bua.sip.randomness import random_bytes
 from b2bua.sip.uri import URI, format_host
 from b2bua.sip.validation import validate_request
 
@@ -76,7 +76,7 @@ class Switch:
     def __init__(self, clock: IReactorTime, directory: Directory, registrar: Registrar,
                  hooks: CallHooks, metrics: Metrics, auth_secret: bytes,
                  settings: CoreSettings | None = None,
-                 random: Callable[[int], bytes] = os.urandom,
+                 random: Callable[[int], bytes] = random_bytes,
                  digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5"),
                  digest_check_uri: bool = True) -> None:
         self.clock = clock

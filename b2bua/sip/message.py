@@ -4,14 +4,14 @@ L{parse_message} turns bytes into a L{Request} or L{Response}; C{to_bytes()}
 writes one back.  Header values are kept as text, in order, under their
 original names (unknown headers round-trip untouched); the typed values the
 stack needs (C{via}, C{from_}, C{to}, C{call_id}, C{cseq}, C{contact} ...)
-are parsed on first access and cached until the headers change.  Any
+are parsed on first access and cached until that header changes.  Any
 malformed input raises L{ParseError}, at parse time or at first access of the
 bad header, and never any other exception.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from b2bua.sip.errors import ParseError
@@ -132,11 +132,13 @@ class Headers:
         if packed.count("\n") == 2 * len(fields) - 1:
             self._fields = packed
 
-    def _changed(self) -> None:
+    def _changed(self, key: str) -> None:
+        """Fields named C{key} changed: drop the index and the owner's typed
+        value of that header (the typed values of others stay valid)."""
         self._index = None
         owner = self._owner
         if owner is not None and owner._cache:
-            owner._cache.clear()
+            owner._cache.pop(key, None)
 
     def _values(self, name: str) -> list[str] | None:
         """The values of the lines named C{name} (through the index)."""
@@ -150,7 +152,8 @@ class Headers:
                 else:
                     found.append(value)
             self._index = index
-        return index.get(header_key(name))
+        found = index.get(name)  # a lookup key already (as most callers pass)
+        return found if found is not None else index.get(header_key(name))
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         """Iterate (name, value) in order, one item per header line."""
@@ -162,6 +165,13 @@ class Headers:
 
     def __contains__(self, name: str) -> bool:
         return self._values(name) is not None
+
+    def lines_by_key(self) -> Mapping[str, list[str]]:
+        """Every field's value, unsplit, by lookup key (lower-case, compact
+        forms expanded), in order: one read for many lookups.  Read it,
+        never change it; it is stale once the headers change."""
+        self._values("")
+        return self._index  # type: ignore[return-value]
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The value of the first field named C{name} (whole line value)."""
@@ -202,7 +212,7 @@ class Headers:
                 break
         else:
             fields.append((key, canonical_name(name), value))
-        self._changed()
+        self._changed(key)
 
     def add_first(self, name: str, value: str) -> None:
         """Insert a field before any existing field of that name (a Via, a Route)."""
@@ -214,7 +224,7 @@ class Headers:
                 break
         else:
             fields.append((key, canonical_name(name), value))
-        self._changed()
+        self._changed(key)
 
     def set(self, name: str, value: str) -> None:
         """Replace every field named C{name} by one with C{value} (kept in place)."""
@@ -227,7 +237,7 @@ class Headers:
                 break
         else:
             fields.append((key, canonical_name(name), value))
-        self._changed()
+        self._changed(key)
 
     def set_all(self, name: str, values: list[str]) -> None:
         """Replace every field named C{name} by one line per value (in place)."""
@@ -241,7 +251,7 @@ class Headers:
                 break
         else:
             fields.extend(new)
-        self._changed()
+        self._changed(key)
 
     def remove(self, name: str) -> int:
         """Remove every field named C{name}; return how many lines went."""
@@ -249,7 +259,7 @@ class Headers:
         fields = self._lines()
         kept = [f for f in fields if f[0] != key]
         self._fields = kept
-        self._changed()
+        self._changed(key)
         return len(fields) - len(kept)
 
     def pop_first_value(self, name: str) -> str | None:
@@ -263,7 +273,7 @@ class Headers:
                     del fields[i]
                 else:
                     fields[i] = (f[0], f[1], ", ".join(values[1:]))
-                self._changed()
+                self._changed(key)
                 return values[0] if values else None
         return None
 
@@ -375,6 +385,31 @@ class Message:
         """Every Via value, top first, each parsed when read.
         @raise ParseError: when a value read is bad."""
         return self._typed("via", lambda: ParsedList(self.headers.get_all("via"), parse_via))
+
+    def set_top_via(self, via: Via) -> None:
+        """Write C{via} as the top Via value (the others are kept, one per
+        line) and keep C{via} itself as the parsed top Via, so that the
+        next reader of L{via} does not parse it again."""
+        values = self.headers.get_all("via")
+        if not values:
+            raise ParseError("missing Via header")
+        values[0] = str(via)
+        self.headers.set_all("Via", values)
+        parsed = ParsedList(list(values), parse_via)
+        parsed._items[0] = via
+        if self._cache is None:
+            self._cache = {}
+        self._cache["via"] = parsed
+
+    def add_top_via(self, via: Via) -> None:
+        """Put C{via} on top of the Via fields (a new hop's Via) and keep it
+        as the parsed top Via: the next reader of L{via} does not parse it."""
+        self.headers.add_first("Via", str(via))
+        parsed = ParsedList(self.headers.get_all("via"), parse_via)
+        parsed._items[0] = via
+        if self._cache is None:
+            self._cache = {}
+        self._cache["via"] = parsed
 
     @property
     def from_(self) -> NameAddress:

@@ -12,14 +12,15 @@ L{b2bua.sip.transaction_client} and L{b2bua.sip.transaction_server}.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
 
 from b2bua.sip.errors import ParseError
+from b2bua.sip.headers import Via
 from b2bua.sip.message import Request, Response, make_response
+from b2bua.sip.randomness import random_bytes
 from b2bua.sip.timers import Timers, notify
 from b2bua.sip.transaction_client import (
     ClientTransaction,
@@ -31,7 +32,7 @@ from b2bua.sip.transaction_server import (
     NonInviteServerTransaction,
     ServerTransaction,
 )
-from b2bua.sip.uri import format_host
+from b2bua.sip.uri import Params, format_host
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
@@ -81,7 +82,7 @@ class TransactionLayer:
 
     def __init__(self, clock: IReactorTime, transport: Transport, user: TransactionUser,
                  timers: Timers | None = None,
-                 random: Callable[[int], bytes] = os.urandom) -> None:
+                 random: Callable[[int], bytes] = random_bytes) -> None:
         """
         @param clock: runs every transaction timer.
         @param transport: sends requests and responses.
@@ -248,9 +249,8 @@ class TransactionLayer:
         """
         host, port = self._transport.local_address(target.transport)
         branch = self.new_branch()
-        request.headers.add_first(
-            "Via", f"SIP/2.0/{target.transport.upper()} {format_host(host)}:{port}"
-                   f";branch={branch};rport")
+        request.add_top_via(Via(target.transport, format_host(host), port,
+                                Params({"branch": branch, "rport": None})))
         return branch
 
     def send_request(self, request: Request, target: Target,

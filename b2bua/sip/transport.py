@@ -18,6 +18,7 @@ C{listenSSL}, C{connectTCP}, C{connectSSL} and C{callLater}.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections import Counter
 from collections.abc import Callable
 from functools import lru_cache
@@ -58,6 +59,13 @@ log = Logger()
 
 #: RFC 3261 18.1.1: above this size a UDP request goes over TCP.
 UDP_SIZE_LIMIT = 1300
+
+#: Receive buffer asked for each UDP listener (bytes): a burst of a few
+#: thousand datagrams, e.g. while a garbage collection pauses the reactor,
+#: waits in the kernel instead of being dropped (each drop costs a
+#: retransmission later, and drops beget drops).  The kernel caps it at
+#: C{net.core.rmem_max}.
+UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 
 #: Seconds a peer that refused the TCP of a large request is sent UDP only.
 TCP_REFUSED_MEMORY = 300.0
@@ -106,6 +114,7 @@ class TransportLayer:
         max_message_size: int = DEFAULT_MAX_SIZE,
         udp_size_limit: int | None = UDP_SIZE_LIMIT,
         connect_timeout: float = 10.0,
+        udp_receive_buffer: int | None = UDP_RECEIVE_BUFFER,
     ) -> None:
         """
         @param reactor: provides IReactorUDP, IReactorTCP, IReactorSSL (for
@@ -119,6 +128,8 @@ class TransportLayer:
         @param udp_size_limit: requests larger than this go over TCP when a
             TCP listener exists (RFC 3261 18.1.1); C{None} never switches.
         @param connect_timeout: seconds an outbound connect may take.
+        @param udp_receive_buffer: C{SO_RCVBUF} asked for UDP listeners
+            (C{None} keeps the system default).
         """
         self._reactor = reactor
         self.user = user
@@ -129,6 +140,7 @@ class TransportLayer:
         self.tls = build_tls(tls) if isinstance(tls, TLSConfig) else tls
         self.max_message_size = max_message_size
         self.udp_size_limit = udp_size_limit
+        self.udp_receive_buffer = udp_receive_buffer
         self.stats: Counter[str] = Counter()
         self.listeners: list[Listener] = []
         #: (host, port) -> time until which large requests to it skip TCP
@@ -161,6 +173,7 @@ class TransportLayer:
                     address.port, receiver, interface=address.host,
                     maxPacketSize=self.max_message_size,
                 )
+                _grow_receive_buffer(port, self.udp_receive_buffer)
             elif address.transport == "TCP":
                 factory = self.connections.server_factory("TCP", local)
                 port = self._reactor.listenTCP(address.port, factory, interface=address.host)
@@ -239,7 +252,7 @@ class TransportLayer:
         try:
             transport = target.transport.upper()
             host = _ip_literal(target.host)
-            if not request.headers.get_all("Via"):
+            if not request.via:
                 raise TransportError("request has no Via (the transaction layer adds it)")
             listener = self.listener_for(transport, host)
             set_sent_by(request, transport, listener.sent_by)
@@ -293,7 +306,7 @@ class TransportLayer:
         request arrived on, to maddr / received:rport / sent-by (RFC 3581).
         """
         try:
-            top = response.via[0] if response.headers.get_all("Via") else None
+            top = response.via[0] if response.via else None
         except ParseError as exc:
             return self._send_failed(TransportError(f"bad top Via: {exc.reason}"))
         if top is None:
@@ -326,8 +339,20 @@ class TransportLayer:
 
     def _send_datagram(self, listener: Listener, data: bytes, host: str,
                        port: int) -> Deferred[None]:
+        udp = listener.port
+        sock = getattr(udp, "socket", None)
+        if sock is not None and getattr(udp, "addressFamily", None) == _family(host):
+            # the host is an IP literal of the listener's family (checked by
+            # the callers): straight to the socket, without the port's
+            # re-checks of the address; any error goes the port's way below
+            try:
+                sock.sendto(data, (host, port))
+            except OSError:
+                pass
+            else:
+                return succeed(None)
         try:
-            listener.port.write(data, (host, port))  # type: ignore[attr-defined]
+            udp.write(data, (host, port))  # type: ignore[attr-defined]
         except Exception as exc:
             return self._send_failed(TransportError(f"cannot send to UDP {host}:{port}: {exc}"))
         return succeed(None)
@@ -508,6 +533,16 @@ def _ip_version(host: str) -> int:
 
 
 @lru_cache(maxsize=4096)
+def _family(host: str) -> int | None:
+    """The socket address family of IP literal C{host} (C{None} otherwise)."""
+    try:
+        version = ipaddress.ip_address(host).version
+    except ValueError:
+        return None
+    return socket.AF_INET6 if version == 6 else socket.AF_INET
+
+
+@lru_cache(maxsize=4096)
 def _ip_literal(host: str) -> str:
     """C{host} as a canonical IP literal without brackets.
 
@@ -519,3 +554,18 @@ def _ip_literal(host: str) -> str:
     except ValueError:
         raise TransportError(f"cannot send to {host!r}: not an IP address "
                              f"(resolve it first, RFC 3263)") from None
+
+
+def _grow_receive_buffer(port: Any, size: int | None) -> None:
+    """Ask for a C{size}-byte receive buffer on a UDP port's socket, when
+    it has one (not in memory reactors) and it is smaller; best effort."""
+    if not size:
+        return
+    sock = getattr(port, "socket", None)
+    if sock is None or not hasattr(sock, "setsockopt"):
+        return
+    try:
+        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) < size:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    except OSError as error:
+        log.debug("UDP receive buffer left as it is: {error}", error=error)

@@ -146,7 +146,6 @@ def stamp_via(request: Request, remote: tuple[str, int]) -> None:
 
     @param remote: the (host, port) the request came from.
     """
-    vias = request.headers.get_all("Via")
     top = request.via[0]
     host, port = remote
     params = top.params
@@ -160,8 +159,7 @@ def stamp_via(request: Request, remote: tuple[str, int]) -> None:
         params["received"] = host
         changed = True
     if changed:
-        vias[0] = str(top)
-        request.headers.set_all("Via", vias)
+        request.set_top_via(top)
 
 
 def response_address(via: Via, transport: str) -> tuple[str, int]:
@@ -197,14 +195,14 @@ def set_sent_by(request: Request, transport: str, sent_by: tuple[str, int]) -> N
 
     @raise ParseError: when the request has no Via or a malformed top Via.
     """
-    vias = request.headers.get_all("Via")
-    if not vias:
+    if not request.via:
         raise ParseError("request has no Via header")
     top = request.via[0]
+    if top.transport == transport and top.host == sent_by[0] and top.port == sent_by[1]:
+        return  # as the transaction layer wrote it: nothing to rewrite
     top.transport = transport
     top.host, top.port = sent_by
-    vias[0] = str(top)
-    request.headers.set_all("Via", vias)
+    request.set_top_via(top)
 
 
 def _unbracket(host: str) -> str:

@@ -10,6 +10,7 @@ responses is the transaction user.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 
 from b2bua.sip.errors import ParseError, SIPError
 from b2bua.sip.headers import split_list
@@ -25,6 +26,18 @@ SINGLE_VALUE_HEADERS = (
 
 _MANDATORY = (("to", "To"), ("from", "From"), ("call-id", "Call-ID"), ("cseq", "CSeq"),
               ("via", "Via"))
+
+
+def _as_set(values: Iterable[str]) -> frozenset[str] | set[str]:
+    """C{values} as a set: made once per distinct tuple of values."""
+    if isinstance(values, tuple):
+        return _tuple_set(values)
+    return set(values)
+
+
+@lru_cache(maxsize=64)
+def _tuple_set(values: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(values)
 
 
 def _reason(prefix: str, error: ParseError) -> str:
@@ -51,11 +64,13 @@ def validate_request(
     if request.version.upper() != "SIP/2.0":
         raise SIPError(505, "Version Not Supported")
     headers = request.headers
+    lines = headers.lines_by_key()
     for key, name in _MANDATORY:
-        if key not in headers:
+        if key not in lines:
             raise SIPError(400, f"Missing {name} header")
     for key in SINGLE_VALUE_HEADERS:
-        if headers.count(key) > 1:
+        found = lines.get(key)
+        if found is not None and len(found) > 1:
             raise SIPError(400, f"Multiple values in single-value header {key}")
     try:
         list(request.via)
@@ -98,7 +113,7 @@ def validate_request(
         uri = request.uri
     except ParseError as e:
         raise SIPError(400, _reason("Bad Request-URI", e)) from None
-    if uri.scheme not in set(supported_schemes):
+    if uri.scheme not in _as_set(supported_schemes):
         raise SIPError(416, "Unsupported URI Scheme")
     if uri.headers is not None:
         raise SIPError(400, "Headers not allowed in the Request-URI")
@@ -106,17 +121,18 @@ def validate_request(
         raise SIPError(400, "Address-of-record must be a SIP or SIPS URI")
     if check_max_forwards and max_forwards == 0 and request.method not in ("ACK", "CANCEL"):
         raise SIPError(483, "Too Many Hops")
-    encodings = {e.lower() for e in supported_encodings}
     try:
-        used = [e.lower() for e in headers.get_all("content-encoding")]
-        required = headers.get_all("require")
+        used = [e.lower() for e in headers.get_all("content-encoding")] \
+            if "content-encoding" in lines else []
+        required = headers.get_all("require") if "require" in lines else []
     except ParseError as e:
         raise SIPError(400, _reason("Bad header", e)) from None
+    encodings = {e.lower() for e in supported_encodings} if used else set()
     unknown_encodings = [e for e in used if e not in encodings]
     if unknown_encodings and request.body:
         raise SIPError(415, "Unsupported Media Type",
                        [("Accept-Encoding", ", ".join(sorted(encodings)))])
-    if request.method not in ("ACK", "CANCEL"):
+    if required and request.method not in ("ACK", "CANCEL"):
         known = {t.lower() for t in supported_extensions}
         unsupported = [t for t in required if t.lower() not in known]
         if unsupported:

@@ -211,6 +211,54 @@ class CallHooksTests(SynchronousTestCase):
         assert_no_delayed_calls(self.clock)
 
 
+    def test_lazy_answers_at_once_need_no_timer(self) -> None:
+        """Lazy answers whose result is there at once are decided at once:
+        no timeout is armed on the clock for them."""
+        armed: list[float] = []
+        original = self.clock.callLater
+
+        def call_later(delay: float, *args: Any, **kwargs: Any) -> Any:
+            armed.append(delay)
+            return original(delay, *args, **kwargs)
+
+        self.clock.callLater = call_later  # type: ignore[method-assign]
+        first = Decider("first", self.log, lazy=lambda: succeed(None))
+        second = Decider("second", self.log, lazy=lambda: succeed(Reject(486, source="b")))
+        hooks = self.hooks(second=second, first=first)
+        d = hooks.authorize(object(), REQUEST)
+        self.assertEqual(self.successResultOf(d), Reject(486, source="b"))
+        self.assertEqual(self.log, ["asked first", "asked second", "called first",
+                                    "called second"])
+        self.assertEqual(armed, [])
+        self.assertEqual(self.errors, [])
+
+    def test_lazy_failing_at_once(self) -> None:
+        """A lazy answer that fails at once fails the decision, counted and
+        logged once (no unhandled error is left behind)."""
+
+        def broken() -> Deferred[Any]:
+            raise RuntimeError("lazy is broken")
+
+        hooks = self.hooks(broken=Decider("broken", self.log, lazy=broken))
+        failure = self.failureResultOf(hooks.authorize(object(), REQUEST), HookFailed)
+        self.assertEqual(failure.value.hook, "b2bua_authorize_call")
+        self.assertEqual(self.errors, ["b2bua_authorize_call"])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        assert_no_delayed_calls(self.clock)
+
+    def test_later_answer_of_wrong_type(self) -> None:
+        """A lazy answer that comes later and is no decision fails it."""
+        late: Deferred[Any] = Deferred()
+        hooks = self.hooks(odd=Decider("odd", self.log, lazy=lambda: late))
+        d = hooks.authorize(object(), REQUEST)
+        self.assertNoResult(d)
+        late.callback("yes")
+        self.failureResultOf(d, HookFailed)
+        self.assertEqual(self.errors, ["b2bua_authorize_call"])
+        self.flushLoggedErrors(TypeError)
+        assert_no_delayed_calls(self.clock)
+
+
 class Slow:
     """A plugin authorizing every call after C{delay} seconds (or never)."""
 

@@ -127,6 +127,42 @@ class HeaderFormTests(SynchronousTestCase):
         msg.headers.set("Call-ID", "new-id")
         self.assertEqual(msg.call_id, "new-id")
 
+    def test_mutation_keeps_other_typed_values(self) -> None:
+        """A change to one header drops only that header's typed value:
+        the others are the objects parsed before (not parsed again), and
+        every change, compact form or not, is seen."""
+        msg = parse_message(sipdata.INVITE)
+        from_, to, cseq, via = msg.from_, msg.to, msg.cseq, msg.via
+        msg.headers.add("Via", "SIP/2.0/UDP extra.example.com;branch=z9hG4bKextra")
+        self.assertIs(msg.from_, from_)
+        self.assertIs(msg.to, to)
+        self.assertIs(msg.cseq, cseq)
+        self.assertIsNot(msg.via, via)
+        self.assertEqual(msg.via[-1].host, "extra.example.com")
+        msg.headers.set("f", "<sip:new@example.com>;tag=9")
+        self.assertEqual(msg.from_.tag, "9")
+        self.assertIs(msg.to, to)
+        msg.headers.remove("t")
+        with self.assertRaises(ParseError):
+            msg.to  # noqa: B018
+        self.assertIs(msg.cseq, cseq)
+
+    def test_set_top_via(self) -> None:
+        """L{Message.set_top_via} writes the top Via, keeps the others, and
+        is what the next reader of C{via} gets."""
+        msg = parse_message(sipdata.INVITE)
+        others = [str(v) for v in msg.via][1:]
+        top = msg.via[0]
+        top.params["received"] = "192.0.2.7"
+        msg.set_top_via(top)
+        self.assertIs(msg.via[0], top)
+        self.assertEqual([str(v) for v in msg.via][1:], others)
+        again = parse_message(msg.to_bytes())
+        self.assertEqual(again.via[0].params["received"], "192.0.2.7")
+        self.assertEqual(len(again.via), len(others) + 1)
+        with self.assertRaises(ParseError):
+            Request("OPTIONS", "sip:a@b").set_top_via(top)
+
     def test_add_first_and_pop_first(self) -> None:
         """A proxy-style Via push and pop keeps the rest."""
         msg = parse_message(sipdata.INVITE)

@@ -201,6 +201,34 @@ class ListenTests(SynchronousTestCase):
         layer, _reactor, _user = udp_layer("udp:0.0.0.0:5060;advertise=198.51.100.9")
         self.assertEqual(layer.local_address("UDP"), ("198.51.100.9", 5060))
 
+    def test_udp_receive_buffer(self) -> None:
+        """A UDP listener's socket gets a larger receive buffer (as far as
+        the kernel allows); C{None} leaves the system default."""
+        sockets: list[socket.socket] = []
+
+        class SocketReactor(FakeReactor):
+            """Fake UDP ports with a real (unbound) socket each."""
+
+            def listenUDP(self, port: int, protocol: Any, interface: str = "",
+                          maxPacketSize: int = 8192) -> FakeUDPPort:  # noqa: N803
+                fake = super().listenUDP(port, protocol, interface, maxPacketSize)
+                fake.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # type: ignore[attr-defined]
+                sockets.append(fake.socket)  # type: ignore[attr-defined]
+                self.addCleanup(fake.socket.close)  # type: ignore[attr-defined]
+                return fake
+
+        SocketReactor.addCleanup = self.addCleanup  # type: ignore[attr-defined]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            default = probe.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        wanted = max(4 * default, 1 << 20)
+        TransportLayer(SocketReactor(), RecordingUser(),
+                       udp_receive_buffer=wanted).listen("udp:127.0.0.1:0")
+        TransportLayer(SocketReactor(), RecordingUser(),
+                       udp_receive_buffer=None).listen("udp:127.0.0.1:0")
+        grown, untouched = (s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) for s in sockets)
+        self.assertGreater(grown, default)
+        self.assertEqual(untouched, default)
+
     def test_tls_without_configuration(self) -> None:
         """A TLS listener needs TLS configuration."""
         layer = TransportLayer(FakeReactor(), RecordingUser())
