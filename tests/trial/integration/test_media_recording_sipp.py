@@ -22,35 +22,19 @@ Loopback only, bounded well under a minute.
 from __future__ import annotations
 
 import math
-import os
-import signal
 import struct
-import sys
-import tempfile
 from array import array
 from pathlib import Path
 
-from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from b2bua.demo import seed_database
 from media.server.dtmf import telephone_event_packets
 from media.server.g711 import ulaw_encode
 from media.server.goertzel import goertzel_power
 from media.server.pcm import to_samples
-from media.server.ua_session import reason_for_cause
 from media.server.wav import Audio, read_wav
 from tests.trial.integration import test_media_server_sipp as base
-from tests.trial.integration.sipp import (
-    TwistdProcess,
-    free_port,
-    require_program,
-    run_sipp,
-    scenario,
-    wait_for_port,
-)
 
 EXTENSION = "7124"
 TONE_HZ = 1000
@@ -163,61 +147,11 @@ def loud_part(samples: list[int], threshold: int = AMPLITUDE // 4) -> list[int]:
     return []
 
 
-class MediaRecordingWithSippTests(unittest.TestCase):
+class MediaRecordingWithSippTests(base.MediaServerCase):
     """A sipp caller's tone is recorded by the media server."""
 
-    timeout = 60
-
-    def setUp(self) -> Deferred[None]:
-        """Start the switch with the media server and a recording directory."""
-        self.sipp = require_program("sipp", "sip-tester")
-        self.port = free_port("both")
-        self.folder = Path(tempfile.mkdtemp(prefix="b2bua-ms-rec-"))
-        database = self.folder / "var" / "b2bua.db"
-        config = self.folder / "b2bua.toml"
-        rtp = 20000 + (os.getpid() % 200) * 100
-        config.write_text(CONFIG.format(
-            port=self.port, oam=free_port("tcp"), database=database, folder=self.folder,
-            ms_port=free_port("udp"), rtp=rtp, rtp_max=rtp + 99, flows=base.FLOWS,
-            extension=EXTENSION))
-        self.twistd = TwistdProcess()
-        env = dict(os.environ, PYTHONPATH=str(base.ROOT))
-        argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-                "-n", "--pidfile=", "--logfile=-", "b2bua", "--config", str(config)]
-
-        def spawn(_: object) -> Deferred[None]:
-            self.process = reactor.spawnProcess(self.twistd, sys.executable, argv, env=env,
-                                                path=str(self.folder))
-            self.addCleanup(self._stop)
-            return wait_for_port(reactor, self.port, "tcp", timeout=20.0)
-
-        def explain(failure: Failure) -> Failure:
-            self.fail(f"switch did not start: {failure.getErrorMessage()}\n"
-                      f"{self.twistd.output.decode(errors='replace')[-3000:]}")
-            return failure
-
-        d = seed_database(f"sqlite:///{database}", reactor, admin_key=False)
-        d.addCallback(spawn)
-        d.addErrback(explain)
-        return d
-
-    def _stop(self) -> Deferred[None]:
-        if not self.twistd.ended.called:
-            try:
-                self.process.signalProcess("TERM")
-            except Exception:
-                pass
-            killer = reactor.callLater(15, self._kill)
-            self.twistd.ended.addBoth(lambda _: killer.active() and killer.cancel())
-        log = self.twistd.output.decode(errors="replace")
-        self.assertNotIn("Traceback", log, log[-3000:])
-        return self.twistd.ended
-
-    def _kill(self) -> None:
-        try:
-            os.kill(self.process.pid, signal.SIGKILL)
-        except (OSError, TypeError):
-            pass
+    config_template = CONFIG
+    extension = EXTENSION
 
     def assertNear(self, value: float, expected: float, within: float) -> None:
         """C{value} is C{expected} give or take C{within}."""
@@ -227,19 +161,8 @@ class MediaRecordingWithSippTests(unittest.TestCase):
     async def _record(self) -> None:
         pcap = self.folder / "tone.pcap"
         write_tone_pcap(pcap)
-        expected = reason_for_cause("recorded").split(";text=")[1]
-        text = Path(scenario("ms_pin_uac.xml")).read_text(encoding="iso-8859-1")
-        copy = self.folder / "ms_record_uac.xml"
-        copy.write_text(text.replace("PCAP_FILE", str(pcap))
-                        .replace("REASON_REGEXP", "text=." + expected.strip('"') + "."),
-                        encoding="iso-8859-1")
-        result = await run_sipp(
-            reactor, str(copy), f"127.0.0.1:{self.port}", "u1",
-            ["-s", EXTENSION, "-au", "1000", "-ap", "1234", "-set", "caller", "1000",
-             "-mp", str(free_port("udp"))],
-            timeout=base.TIMEOUT, sipp=self.sipp)
-        log = self.twistd.output.decode(errors="replace")
-        self.assertTrue(result.ok, result.describe() + "\n" + log[-3000:])
+        await self.dial(pcap, "recorded")
+        log = self.output
         files = sorted((self.folder / "recordings").rglob("*.wav"))
         self.assertEqual(len(files), 2, f"{files}\n{log[-3000:]}")
         audio = {read_wav(path).channels: (path, read_wav(path)) for path in files}

@@ -14,22 +14,19 @@ C{Reason} of the chosen branch.  Loopback only, bounded well under a minute.
 from __future__ import annotations
 
 import os
-import signal
 import struct
-import sys
 import tempfile
 from pathlib import Path
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.python.failure import Failure
+from twisted.internet.defer import ensureDeferred
 from twisted.trial import unittest
 
 from b2bua.demo import seed_database
 from media.server.dtmf import telephone_event_packets
 from media.server.ua_session import reason_for_cause
 from tests.trial.integration.sipp import (
-    TwistdProcess,
+    SwitchProcessMixin,
     free_port,
     require_program,
     run_sipp,
@@ -109,80 +106,65 @@ def write_dtmf_pcap(path: Path, digits: str, *, gap_ms: int = 400) -> None:
     path.write_bytes(header + b"".join(records))
 
 
-class MediaServerWithSippTests(unittest.TestCase):
-    """A sipp caller reaches an IVR flow of the media server."""
+class MediaServerCase(SwitchProcessMixin, unittest.TestCase):
+    """The switch with its media server under twistd, and a sipp caller
+    that plays a pcap to a flow (the base of the media-server sipp tests).
+
+    @cvar config_template: the configuration, formatted with C{port},
+        C{oam}, C{database}, C{folder}, C{ms_port}, C{rtp}, C{rtp_max},
+        C{flows} and C{extension}.
+    @cvar extension: what the caller dials.
+    """
 
     timeout = 60
+    config_template = CONFIG
+    extension = EXTENSION
 
-    def setUp(self) -> Deferred[None]:
-        """Start the switch with the media server under twistd."""
+    async def setUp(self) -> None:
+        """Seed the demo tenant, start the switch, wait for its SIP port."""
         self.sipp = require_program("sipp", "sip-tester")
         self.port = free_port("both")
         self.folder = Path(tempfile.mkdtemp(prefix="b2bua-ms-"))
         database = self.folder / "var" / "b2bua.db"
         config = self.folder / "b2bua.toml"
         rtp = 20000 + (os.getpid() % 200) * 100
-        config.write_text(CONFIG.format(
+        config.write_text(self.config_template.format(
             port=self.port, oam=free_port("tcp"), database=database, folder=self.folder,
             ms_port=free_port("udp"), rtp=rtp, rtp_max=rtp + 99, flows=FLOWS,
-            extension=EXTENSION))
-        self.twistd = TwistdProcess()
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-                "-n", "--pidfile=", "--logfile=-", "b2bua", "--config", str(config)]
-
-        def spawn(_: object) -> Deferred[None]:
-            self.process = reactor.spawnProcess(self.twistd, sys.executable, argv, env=env,
-                                                path=str(self.folder))
-            self.addCleanup(self._stop)
-            return wait_for_port(reactor, self.port, "tcp", timeout=20.0)
-
-        d = seed_database(f"sqlite:///{database}", reactor, admin_key=False)
-        d.addCallback(spawn)
-        d.addErrback(self._explain)
-        return d
-
-    def _explain(self, failure: Failure) -> Failure:
-        self.fail(f"switch did not start: {failure.getErrorMessage()}\n"
-                  f"{self.twistd.output.decode(errors='replace')[-3000:]}")
-        return failure
-
-    def _stop(self) -> Deferred[None]:
-        if not self.twistd.ended.called:
-            try:
-                self.process.signalProcess("TERM")
-            except Exception:
-                pass
-            killer = reactor.callLater(15, self._kill)
-            self.twistd.ended.addBoth(lambda _: killer.active() and killer.cancel())
-        log = self.twistd.output.decode(errors="replace")
-        self.assertNotIn("Traceback", log, log[-3000:])
-        return self.twistd.ended
-
-    def _kill(self) -> None:
+            extension=self.extension))
+        await seed_database(f"sqlite:///{database}", reactor, admin_key=False)
+        self.spawn_switch(config, self.folder)
+        self.addCleanup(self.stop_switch)
         try:
-            os.kill(self.process.pid, signal.SIGKILL)
-        except (OSError, TypeError):
-            pass
+            await wait_for_port(reactor, self.port, "tcp", timeout=20.0)
+        except Exception as error:
+            self.fail(f"switch did not start: {error}\n{self.output[-3000:]}")
 
-    async def _call(self, digits: str, cause: str) -> None:
-        """Dial the flow, send C{digits} as RFC 4733 events, and require a
-        BYE whose Reason carries C{cause}."""
-        pcap = self.folder / f"dtmf-{digits}.pcap"
-        write_dtmf_pcap(pcap, digits)
+    async def dial(self, pcap: Path, cause: str) -> None:
+        """Dial L{extension}, play C{pcap} after the 200, and require a BYE
+        whose Reason carries C{cause}."""
         expected = reason_for_cause(cause).split(";text=")[1]
         text = Path(scenario("ms_pin_uac.xml")).read_text(encoding="iso-8859-1")
-        copy = self.folder / f"ms_pin_uac-{digits}.xml"
+        copy = self.folder / f"ms_uac-{pcap.stem}.xml"
         copy.write_text(text.replace("PCAP_FILE", str(pcap))
                         .replace("REASON_REGEXP", "text=." + expected.strip('"') + "."),
                         encoding="iso-8859-1")
         result = await run_sipp(
             reactor, str(copy), f"127.0.0.1:{self.port}", "u1",
-            ["-s", EXTENSION, "-au", "1000", "-ap", "1234", "-set", "caller", "1000",
+            ["-s", self.extension, "-au", "1000", "-ap", "1234", "-set", "caller", "1000",
              "-mp", str(free_port("udp"))],
             timeout=TIMEOUT, sipp=self.sipp)
-        self.assertTrue(result.ok, result.describe() + "\n" +
-                        self.twistd.output.decode(errors="replace")[-3000:])
+        self.assertTrue(result.ok, result.describe() + "\n" + self.output[-3000:])
+
+
+class MediaServerWithSippTests(MediaServerCase):
+    """A sipp caller reaches an IVR flow of the media server."""
+
+    async def _call(self, digits: str, cause: str) -> None:
+        """Send C{digits} as RFC 4733 events; the BYE must carry C{cause}."""
+        pcap = self.folder / f"dtmf-{digits}.pcap"
+        write_dtmf_pcap(pcap, digits)
+        await self.dial(pcap, cause)
 
     def test_right_digits(self) -> None:
         """1 2 3 as telephone-events: the BYE says C{pin_ok}."""
