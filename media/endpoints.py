@@ -50,6 +50,13 @@ class Endpoint(DatagramProtocol):
         self.relayed_bytes = 0
         self.undeliverable = 0
         self.send_errors = 0
+        #: called with each packet accepted from this party, and the time
+        #: (RTP only: call recording); C{None} when nobody listens.
+        self.tap: Callable[[bytes, float], None] | None = None
+        #: when true, the party's packets are counted (and tapped) but not
+        #: relayed: something else speaks to the other party (music on hold).
+        self.mute = False
+        self.injected = 0
 
     def startProtocol(self) -> None:
         """Choose how to send: the socket's own C{sendto} when there is
@@ -64,6 +71,24 @@ class Endpoint(DatagramProtocol):
     def stopProtocol(self) -> None:
         """The socket is closed: send nothing more through it."""
         self._send = None
+
+    def send_to_party(self, data: bytes) -> bool:
+        """Send C{data} of our own (not relayed) out of this socket to the
+        party it faces, at its latched (or signalled) address.
+
+        @return: whether it was sent (C{False}: no address yet, the socket
+            closed, or the socket layer refused).
+        """
+        destination = self.latch.destination
+        if destination is None or self._send is None:
+            return False
+        try:
+            self._send(data, destination)
+        except OSError:
+            self.send_errors += 1
+            return False
+        self.injected += 1
+        return True
 
     def _forward(self, data: bytes) -> bool:
         """Send C{data} out of the peer socket to the other party."""
@@ -106,7 +131,11 @@ class RtpEndpoint(Endpoint):
         elif not latch.admit(addr, rtp_ssrc(data), self.stats.ssrc, now):
             return
         self.stats.packet(data, now)
-        self._forward(data)
+        tap = self.tap
+        if tap is not None:
+            tap(data, now)
+        if not self.mute:
+            self._forward(data)
 
 
 class RtcpEndpoint(Endpoint):

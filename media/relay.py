@@ -21,7 +21,7 @@ summed from them when asked for, so the hot path counts nothing shared.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +34,7 @@ from media.latching import Address, Latch, LatchPolicy
 from media.ports import PortPool
 from media.rtp import ReceptionStatistics
 
-__all__ = ["Relay", "RelayCounters", "StreamParams"]
+__all__ = ["Relay", "RelayCounters", "RelayEnd", "StreamParams"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,10 +99,37 @@ class RelayCounters:
     ports_exhausted: int
 
 
+@dataclass(frozen=True, slots=True)
+class RelayEnd:
+    """A view of the relay's sockets facing one party of one stream, for
+    features that listen to or speak into a call's media (recording, music
+    on hold).
+
+    @ivar call_id: the call.
+    @ivar index: the stream's C{m=} index.
+    @ivar side: the party this end faces, C{"a"} or C{"b"}.
+    @ivar media: the stream's media type (C{audio} ...).
+    @ivar rtp: the live RTP endpoint facing the party: its C{tap} sees what
+        the party sends, its C{mute} stops relaying that, and its
+        C{send_to_party} speaks to the party.
+    @ivar held: whether the party holds the stream (C{sendonly},
+        C{inactive} or a null address in its last SDP).
+    @ivar clock_rates: payload type -> clock rate, as signalled.
+    """
+
+    call_id: str
+    index: int
+    side: str
+    media: str
+    rtp: RtpEndpoint
+    held: bool
+    clock_rates: Mapping[int, int]
+
+
 class _End:
     """The relay's port pair facing one party of one stream."""
 
-    __slots__ = ("held", "listening", "port", "rtcp", "rtp")
+    __slots__ = ("held", "listening", "port", "rtcp", "rtp", "seen")
 
     def __init__(
         self, port: int, rtp: RtpEndpoint, rtcp: RtcpEndpoint, listening: list[IListeningPort]
@@ -112,6 +139,7 @@ class _End:
         self.rtcp = rtcp
         self.listening = listening
         self.held = False
+        self.seen = False
 
 
 class _Stream:
@@ -205,6 +233,11 @@ class Relay:
         self._seconds = self._clock.seconds
         self._calls: dict[str, _CallMedia] = {}
         self._closed = _Totals()
+        #: called as C{listener(end)} with a L{RelayEnd} whenever a party's
+        #: hold state of a stream changes (and for each new stream's ends).
+        self.hold_listeners: list[Callable[[RelayEnd], None]] = []
+        #: called as C{listener(call_id)} when a call's media is closed.
+        self.close_listeners: list[Callable[[str], None]] = []
 
     # ---- signalling side ---------------------------------------------
 
@@ -270,7 +303,9 @@ class Relay:
                     ports.append(None)
                     continue
                 stream = call.streams[index] = _Stream(index, ends, now)
-            self._apply(call, stream, side, params, answer, now)
+            changed = self._apply(call, stream, side, params, answer, now)
+            if changed and self.hold_listeners:
+                self._announce(call_id, stream, side)
             ports.append(stream.ends[other].port)
         self._calls[call_id] = call
         return ports
@@ -283,8 +318,12 @@ class Relay:
         params: StreamParams,
         answer: bool,
         now: float,
-    ) -> None:
-        """Set one party's view of one stream."""
+    ) -> bool:
+        """Set one party's view of one stream.
+
+        @return: whether the party's hold state changed (or the stream is
+            new to it).
+        """
         if stream.media != params.media or stream.is_rtp != params.rtp:
             if stream.media:
                 call.archived.extend(stream.snapshot())
@@ -299,11 +338,32 @@ class Relay:
         end = stream.ends[side]
         moved = end.rtp.latch.expect(params.address)
         end.rtcp.latch.expect(params.rtcp_address)
+        changed = end.held != params.held or not end.seen
         end.held = params.held
+        end.seen = True
         if answer:
             stream.answered = True
         if stream.active and (moved or not was_active):
             stream.activated_at = now
+        return changed
+
+    def _announce(self, call_id: str, stream: _Stream, side: str) -> None:
+        """Tell the hold listeners about one end (their errors are theirs)."""
+        view = _view(call_id, stream, side)
+        for listener in list(self.hold_listeners):
+            listener(view)
+
+    def ends(self, call_id: str) -> list[RelayEnd]:
+        """The live streams' ends of a call (stream order, A before B).
+
+        @param call_id: the call.
+        @return: the views; empty for an unknown call.
+        """
+        call = self._calls.get(call_id)
+        if call is None:
+            return []
+        return [_view(call_id, stream, side)
+                for stream in call.streams if stream is not None for side in SIDES]
 
     def _open_ends(self, count: int) -> list[dict[str, _End]]:
         """Take and open C{count} streams' worth of port pairs, or none."""
@@ -384,6 +444,8 @@ class Relay:
         call = self._calls.pop(call_id, None)
         if call is None:
             return succeed(None)
+        for listener in list(self.close_listeners):
+            listener(call_id)
         stats = _stats_of(call)
         closing = list(call.closing)
         for stream in call.streams:
@@ -493,6 +555,13 @@ class _Totals:
         """Add another total."""
         for name in self.__slots__:
             setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+def _view(call_id: str, stream: _Stream, side: str) -> RelayEnd:
+    """The public view of one end of a stream."""
+    end = stream.ends[side]
+    return RelayEnd(call_id, stream.index, side, stream.media, end.rtp, end.held,
+                    dict(stream.rates))
 
 
 def _stats_of(call: _CallMedia) -> MediaStats:

@@ -8,7 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from b2bua.sip.sdp import parse_sdp
 from media.interfaces import MediaStats
 from media.ports import PortPool
-from media.relay import Relay, StreamParams
+from media.relay import Relay, RelayEnd, StreamParams
 from media.rtp import ReportBlock, ntp_middle, rtcp_receiver_report, rtcp_sender_report, rtp_packet
 from tests.trial.media.support import (
     A_SDP,
@@ -391,3 +391,69 @@ class RelayDirectTests(SynchronousTestCase):
         """Sides are C{a} and C{b}."""
         relay = Relay(FakeUDPReactor(), PortPool(20000, 20099))
         self.assertRaises(ValueError, relay.update, "c", "x", [], answer=False)
+
+
+class FeatureInterfaceTests(SynchronousTestCase):
+    """What recording and music on hold use: taps, mute, injection, hold
+    and close notifications, and the ends of a call."""
+
+    def setUp(self) -> None:
+        self.h = RelayHarness()
+        self.relay = self.h.backend.relay
+        self.held: list[tuple[str, int, str, bool]] = []
+        self.closed: list[str] = []
+        self.relay.hold_listeners.append(
+            lambda end: self.held.append((end.call_id, end.index, end.side, end.held))
+        )
+        self.relay.close_listeners.append(self.closed.append)
+        self.facing_a, self.facing_b = self.h.establish()
+        self.reactor = self.h.reactor
+
+    def end(self, side: str) -> RelayEnd:
+        """The call's audio end facing C{side}."""
+        return next(e for e in self.relay.ends("call-1") if e.side == side)
+
+    def test_ends(self) -> None:
+        """Both ends of the one stream, A first, with their clock rates."""
+        ends = self.relay.ends("call-1")
+        self.assertEqual([(e.index, e.side, e.media, e.held) for e in ends],
+                         [(0, "a", "audio", False), (0, "b", "audio", False)])
+        self.assertEqual(ends[0].clock_rates.get(0), 8000)
+        self.assertEqual(self.relay.ends("nope"), [])
+
+    def test_tap_sees_what_the_party_sends(self) -> None:
+        """The tap of the end facing A gets A's packets, with the time."""
+        seen: list[tuple[bytes, float]] = []
+        self.end("a").rtp.tap = lambda data, now: seen.append((data, now))
+        self.reactor.advance(5)
+        self.reactor.deliver(self.facing_a, voice(1), A_SDP)
+        self.reactor.deliver(self.facing_b, voice(1, 0xB0B0), B_SDP)
+        self.assertEqual(seen, [(voice(1), self.reactor.seconds())])
+        self.assertEqual(len(self.reactor.take()), 2)
+
+    def test_mute_and_inject(self) -> None:
+        """A muted party's packets are counted, not relayed; injected
+        packets go from the end facing B to B."""
+        a, b = self.end("a"), self.end("b")
+        a.rtp.mute = True
+        self.reactor.deliver(self.facing_a, voice(1), A_SDP)
+        self.assertEqual(self.reactor.take(), [])
+        self.assertTrue(b.rtp.send_to_party(b"music"))
+        self.assertEqual(self.reactor.take(), [Sent(self.facing_b, B_SDP, b"music")])
+        self.assertEqual((a.rtp.stats.packets, b.rtp.injected), (1, 1))
+
+    def test_hold_announced(self) -> None:
+        """New ends are announced, then a change of hold state, once."""
+        self.assertEqual(self.held, [("call-1", 0, "a", False), ("call-1", 0, "b", False)])
+        del self.held[:]
+        held = parse_sdp(audio_offer(*A_SDP).to_bytes().replace(b"sendrecv", b"sendonly")
+                         if b"sendrecv" in audio_offer(*A_SDP).to_bytes()
+                         else audio_offer(*A_SDP).to_bytes() + b"a=sendonly\r\n")
+        self.h.offer("call-1", held)
+        self.h.answer("call-1", audio_offer(*B_SDP))
+        self.assertEqual(self.held, [("call-1", 0, "a", True)])
+
+    def test_close_announced(self) -> None:
+        """Closing the call's media tells the close listeners."""
+        self.h.backend.delete("call-1")
+        self.assertEqual(self.closed, ["call-1"])
