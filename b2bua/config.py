@@ -21,7 +21,7 @@ import math
 import os
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -113,6 +113,8 @@ class CoreConfig:
     session_expires: int = 1800
     follow_redirects: bool = True
     drain_timeout: float = 60.0
+    #: act on REFER: blind transfer by the switch (docs/transfer.md)
+    transfer: bool = True
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,23 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class MohConfig:
+    """The C{[media.moh]} table: music on hold (C{docs/music-on-hold.md}),
+    played by the built-in relay only.
+
+    @ivar enabled: whether held parties hear music.
+    @ivar file: the WAV file to loop (8 kHz, 16-bit PCM or G.711; relative:
+        to the working directory at start-up); empty: the generated music.
+    @ivar max_listeners: held parties that may hear music at once (the
+        others hear silence).
+    """
+
+    enabled: bool = True
+    file: str = ""
+    max_listeners: int = 1000
+
+
+@dataclass(frozen=True)
 class MediaConfig:
     """The C{[media]} section: where calls' media is anchored.
 
@@ -165,6 +184,12 @@ class MediaConfig:
         which a call is ended (0: never); held streams do not count.
     @ivar rtpengine: the C{[media.rtpengine]} table, checked by the
         rtpengine backend.
+    @ivar record_policy: the switch-wide call recording policy
+        (C{always}, C{on_demand}, C{never}) of accounts whose
+        C{features.recording} says none (C{docs/call-recording.md}).
+    @ivar recordings: the directory of call recordings (relative: to the
+        working directory at start-up).
+    @ivar moh: the C{[media.moh]} table (music on hold).
     """
 
     backend: str = "none"
@@ -174,6 +199,9 @@ class MediaConfig:
     port_max: int = 39999
     media_timeout: float = 60.0
     rtpengine: dict[str, Any] = field(default_factory=dict)
+    record_policy: str = "on_demand"
+    recordings: str = "recordings"
+    moh: MohConfig = field(default_factory=MohConfig)
 
 
 @dataclass(frozen=True)
@@ -466,6 +494,7 @@ def _core(c: _Checker, data: dict[str, Any]) -> CoreConfig:
             else f"must be 0 (off) or {_MIN_SESSION_EXPIRES}..{_MAX_SESSION_EXPIRES}"),
         follow_redirects=c.take(table, "core", "follow_redirects", bool, True),
         drain_timeout=c.seconds(table, "core", "drain_timeout", 60.0),
+        transfer=c.take(table, "core", "transfer", bool, True),
     )
     c.unknown(table, "core")
     return core
@@ -526,6 +555,25 @@ def _ip_address(value: str) -> str | None:
     return None
 
 
+def _moh(c: _Checker, media: dict[str, Any], backend: str) -> MohConfig:
+    """The C{[media.moh]} table; its file is checked when the relay plays it."""
+    table = c.table(media, "moh", "media.moh")
+    moh = MohConfig(
+        enabled=c.take(table, "media.moh", "enabled", bool, True),
+        file=c.take(table, "media.moh", "file", str, ""),
+        max_listeners=c.take(table, "media.moh", "max_listeners", int, 1000,
+                             lambda v: None if 0 <= v <= 100000 else "must be 0..100000"),
+    )
+    if moh.file and moh.enabled and backend == "relay":
+        from media.moh import check_music_file
+
+        problem = check_music_file(moh.file)
+        if problem:
+            c.add("media.moh.file", problem)
+    c.unknown(table, "media.moh")
+    return moh
+
+
 def _media(c: _Checker, data: dict[str, Any]) -> MediaConfig:
     table = c.table(data, "media")
     rtpengine = table.pop("rtpengine", {})
@@ -545,7 +593,14 @@ def _media(c: _Checker, data: dict[str, Any]) -> MediaConfig:
                         lambda v: None if 1025 <= v <= 65535 else "must be 1025..65535"),
         media_timeout=c.seconds(table, "media", "media_timeout", 60.0, zero=True),
         rtpengine=rtpengine,
+        record_policy=c.take(table, "media", "record_policy", str, "on_demand",
+                             lambda v: None if v in ("always", "on_demand", "never")
+                             else 'must be "always", "on_demand" or "never"'),
+        recordings=c.take(table, "media", "recordings", str, "recordings",
+                          lambda v: None if v.strip() and v.isprintable()
+                          else "must be a directory name (printable, not empty)"),
     )
+    media = replace(media, moh=_moh(c, table, media.backend))
     if media.port_max - media.port_min < 3:
         c.add("media.port_max", "the range must hold at least two port pairs")
     if media.backend == "rtpengine":

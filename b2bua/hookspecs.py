@@ -29,9 +29,10 @@ Call flow, in firing order: C{b2bua_call_received} ->
 C{b2bua_authorize_call} -> C{b2bua_route_call} -> for each B leg
 C{b2bua_prepare_outgoing_request} and C{b2bua_rewrite_sdp} -> on failure of
 a route step C{b2bua_choose_failover} -> C{b2bua_call_answered} ->
-in-dialog requests through C{b2bua_handle_in_dialog_request} ->
-C{b2bua_call_ended} (exactly once per received call, rejected ones
-included).  C{b2bua_call_state_changed} fires at every transition.
+in-dialog requests through C{b2bua_handle_in_dialog_request} (a REFER
+no plugin claims: C{b2bua_authorize_transfer}, then a new call through
+these same hooks) -> C{b2bua_call_ended} (exactly once per received call,
+rejected ones included).  C{b2bua_call_state_changed} fires at every transition.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from b2bua.sip.interfaces import Source
     from b2bua.sip.message import Request, Response
     from b2bua.sip.sdp import SessionDescription
+    from b2bua.sip.uri import URI
 
 PROJECT = "b2bua"
 
@@ -173,7 +175,24 @@ def b2bua_handle_in_dialog_request(
 ) -> Response | Deferred[Response] | None:
     """REFER, INFO, MESSAGE... on an established call.  Return C{None}
     (synchronously) to let the core relay it to the other leg; a Response
-    or a Deferred of one claims the request and answers it."""
+    or a Deferred of one claims the request and answers it.  A REFER no
+    plugin claims is not relayed: the core transfers the call itself
+    (C{b2bua_authorize_transfer}, C{docs/transfer.md})."""
+
+
+@hookspec
+def b2bua_authorize_transfer(
+    call: Call, leg: Leg, target: URI
+) -> Reject | URI | Callable[[], Deferred[Reject | URI | None]] | None:
+    """May C{leg} (the referrer) transfer the other party of C{call} to
+    C{target} (the REFER's C{Refer-To}, without URI headers)?  Asked before
+    the REFER is answered.  Return C{None} for no objection, a L{Reject} to
+    refuse the REFER with its code (e.g. 403), a L{URI} to transfer to that
+    target instead, or a zero-argument callable returning a Deferred of
+    either.  The first non-None answer wins.  The transfer's new call then
+    goes through C{b2bua_call_received}, C{b2bua_authorize_call} and
+    C{b2bua_route_call} like any call (its C{transferred_from} names the
+    first call)."""
 
 
 @hookspec

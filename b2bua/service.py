@@ -276,7 +276,7 @@ class SwitchService(MultiService):
         self.switch = Switch(
             reactor, Directory.from_rows({}), self.registrar, self.hooks, self.metrics, secret,
             CoreSettings(core.no_answer_timeout, core.session_expires, core.follow_redirects,
-                         core.drain_timeout, config.sip.user_agent),
+                         core.drain_timeout, config.sip.user_agent, transfer=core.transfer),
             digest_algorithms=config.sip.digest_algorithms,
             digest_check_uri=config.sip.digest_check_uri)
         self.transport = TransportLayer(
@@ -336,7 +336,8 @@ class SwitchService(MultiService):
                 port_range=(media.port_min, media.port_max),
                 advertised_address=media.advertised_address or None,
                 media_timeout=media.media_timeout or None,
-                on_dead=lambda call_id: state.get("media_dead", lambda _: None)(call_id))
+                on_dead=lambda call_id: state.get("media_dead", lambda _: None)(call_id),
+                moh=media.moh, registry=self.metrics.registry)
         if media.backend == "rtpengine":
             from media.rtpengine import RtpengineBackend, parse_rtpengine_config
 
@@ -461,7 +462,8 @@ class SwitchService(MultiService):
                             self.metrics, extra=self.plugin_state)
         self.media_backend = self._media_backend()
         self.plugin_state.update({
-            "media_backend": self.media_backend, "reactor": self.reactor,
+            "media_backend": self.media_backend, "media_config": self.config.media,
+            "reactor": self.reactor,
             "balance_store": self.balance_store, "cdr_writer": self.cdr_writer,
             "redis": self.balances_redis, "send_request": self.transactions.send_request,
             "local_address": self.transport.local_address,

@@ -21,12 +21,19 @@ points every relayed C{m=} line at the relay:
 Dead media: with C{media_timeout} and C{on_dead}, one L{LoopingCall} for the
 whole relay asks L{Relay.silent_calls} every C{check_interval} seconds and
 reports each silent call once per silence (held streams never count).
+
+Music on hold (L{media.moh.MusicOnHold}, on by default): the backend
+registers the service as the relay's hold and close listener, tells it
+whether each hold change came in an offer or an answer, and which of
+PCMU/PCMA each party's latest SDP offered (in its order of preference);
+L{start} and L{stop} start and stop it with the dead-media check.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime, IReactorUDP
@@ -37,8 +44,9 @@ from b2bua.sip.offer_answer import effective_connection, is_on_hold, rewrite_con
 from b2bua.sip.sdp import MediaDescription, SessionDescription
 from media.interfaces import MediaStats, MediaUnavailable
 from media.latching import Address, LatchPolicy
+from media.moh import MohCollector, MusicOnHold, music_on_hold_from_config
 from media.ports import PortPool
-from media.relay import Relay, RelayCounters, StreamParams
+from media.relay import Relay, RelayCounters, RelayEnd, StreamParams
 
 __all__ = ["ICE_ATTRIBUTES", "RelayBackend"]
 
@@ -59,6 +67,8 @@ ICE_ATTRIBUTES = frozenset(
 )
 
 _UNSPECIFIED = frozenset({"0.0.0.0", "::"})
+#: The encodings music on hold can be sent in.
+_MOH_ENCODINGS = frozenset({"PCMU", "PCMA"})
 
 
 class RelayBackend:
@@ -70,6 +80,7 @@ class RelayBackend:
     @ivar advertised_address: the address written into SDP.
     @ivar media_timeout: seconds of silence that make a call dead, or
         C{None} (no dead-media detection).
+    @ivar moh: the music-on-hold service, or C{None} (disabled).
     """
 
     def __init__(
@@ -85,6 +96,8 @@ class RelayBackend:
         check_interval: float = 1.0,
         replace_origin: bool = False,
         clock: IReactorTime | None = None,
+        moh: MusicOnHold | bool | Any = True,
+        registry: Any = None,
     ) -> None:
         """
         @param reactor: opens the UDP sockets (and is the clock unless
@@ -104,7 +117,15 @@ class RelayBackend:
         @param replace_origin: also write the advertised address into the
             C{o=} line.
         @param clock: the time source.
-        @raise ValueError: for a bad address, range, timeout or interval.
+        @param moh: music on hold: C{True} (the default) for the service
+            with the generated music, C{False} or C{None} for none, a
+            L{MusicOnHold} to use, or a C{[media.moh]} configuration
+            (C{b2bua.config.MohConfig}: C{enabled}, C{file},
+            C{max_listeners}).
+        @param registry: a Prometheus C{CollectorRegistry} to export the
+            music-on-hold figures to (L{MohCollector}).
+        @raise ValueError: for a bad address, range, timeout or interval,
+            or an unusable music file (naming C{media.moh.file}).
         """
         family = _ip_version(interface)
         if family is None:
@@ -133,6 +154,45 @@ class RelayBackend:
         self._check_interval = check_interval
         self._checker: LoopingCall | None = None
         self._reported: set[str] = set()
+        #: call id -> (stream index, side) -> the PCMU/PCMA formats of that
+        #: party's latest SDP, in its order
+        self._g711: dict[str, dict[tuple[int, str], tuple[tuple[int, str], ...]]] = {}
+        self._answering = False
+        self.moh: MusicOnHold | None = self._music_on_hold(moh)
+        if self.moh is not None:
+            self.relay.hold_listeners.append(self._hold_changed)
+            self.relay.close_listeners.append(self.moh.call_closed)
+            if registry is not None:
+                registry.register(MohCollector(self.moh))
+
+    def _music_on_hold(self, moh: MusicOnHold | bool | Any) -> MusicOnHold | None:
+        """The music-on-hold service the C{moh} argument asks for."""
+        if moh is None or moh is False:
+            return None
+        if moh is True:
+            return MusicOnHold(self._clock, codecs=self.g711_formats)
+        if isinstance(moh, MusicOnHold):
+            return moh
+        return music_on_hold_from_config(self._clock, moh, codecs=self.g711_formats)
+
+    def _hold_changed(self, end: RelayEnd) -> None:
+        """Tell music on hold of a change, and whether an answer made it
+        (a failure there is logged: it must not fail the SDP)."""
+        assert self.moh is not None
+        try:
+            self.moh.hold_changed(end, answer=self._answering)
+        except Exception:
+            _log.failure("media: music on hold failed", call_id=end.call_id)
+
+    def g711_formats(self, call_id: str, index: int, side: str
+                     ) -> tuple[tuple[int, str], ...] | None:
+        """The PCMU and PCMA formats (payload type, encoding) of a party's
+        latest SDP for one stream, in its order of preference.
+
+        @return: the formats (empty: the party offered neither), or
+            C{None} when no SDP of that party was seen.
+        """
+        return self._g711.get(call_id, {}).get((index, side))
 
     # ---- IMediaBackend ----------------------------------------------
 
@@ -176,6 +236,7 @@ class RelayBackend:
             call) when every port is back in the pool.
         """
         self._reported.discard(call_id)
+        self._g711.pop(call_id, None)
         return self.relay.close(call_id)
 
     def query(self, call_id: str) -> Deferred[MediaStats | None]:
@@ -198,6 +259,8 @@ class RelayBackend:
     def start(self) -> None:
         """Start the dead-media check (when a timeout and C{on_dead} are
         configured); one timer for the whole relay."""
+        if self.moh is not None:
+            self.moh.start()
         if self._checker is not None or self.media_timeout is None or self._on_dead is None:
             return
         checker = LoopingCall(self._check)
@@ -206,10 +269,14 @@ class RelayBackend:
         self._checker = checker
 
     def stop(self) -> Deferred[None]:
-        """Stop the dead-media check and close every call's media.
+        """Stop the dead-media check and music on hold, and close every
+        call's media.
 
         @return: fires when every port is back in the pool.
         """
+        if self.moh is not None:
+            self.moh.stop()
+        self._g711.clear()
         if self._checker is not None:
             self._checker.stop()
             self._checker = None
@@ -241,13 +308,34 @@ class RelayBackend:
         """Read, update the relay, rewrite; every error becomes a failure."""
         try:
             params = [self._params(sdp, media) for media in sdp.media]
-            ports = self.relay.update(call_id, side, params, answer=answer)
+            if self.moh is not None:
+                self._remember_g711(call_id, side, sdp)
+            self._answering = answer
+            try:
+                ports = self.relay.update(call_id, side, params, answer=answer)
+            finally:
+                self._answering = False
+                if call_id not in self.relay:
+                    self._g711.pop(call_id, None)
+            if self.moh is not None:
+                try:
+                    self.moh.formats_changed(call_id, side)
+                except Exception:
+                    _log.failure("media: music on hold failed", call_id=call_id)
             return succeed(self._rewrite(sdp, ports))
         except MediaUnavailable as error:
             _log.warn("media: {error} (call {call_id})", error=error, call_id=call_id)
             return fail()
         except Exception:
             return fail()
+
+    def _remember_g711(self, call_id: str, side: str, sdp: SessionDescription) -> None:
+        """Keep the PCMU/PCMA formats of each of the party's streams."""
+        formats = self._g711.setdefault(call_id, {})
+        for index, media in enumerate(sdp.media):
+            formats[(index, side)] = tuple(
+                (codec.payload_type, codec.name.upper()) for codec in media.codecs
+                if codec.name.upper() in _MOH_ENCODINGS and codec.clock_rate == 8000)
 
     def _params(self, sdp: SessionDescription, media: MediaDescription) -> StreamParams | None:
         """What one C{m=} line asks of the relay (C{None}: port 0)."""

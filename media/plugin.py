@@ -20,6 +20,11 @@ C{docs/media-anchoring.md}.
     its statistics (per stream and side: packets, bytes, lost, jitter,
     round-trip time) in C{call.data["media"]}, which the CDR keeps and the
     metrics count.
+  - B{call recording} (C{media/relay_recordings.py} and
+    C{media/call_recording.py}, C{docs/call-recording.md}): with the built-in relay, a call whose
+    policy is C{always} is recorded from its answer on; any other call (not
+    C{never}) when the API asks.  The files go into
+    C{call.data["recordings"]} at the end, before the CDR is built.
   - B{dead media}: the backend reports calls whose active streams have
     been silent for C{[media] media_timeout}; the plugin hangs them up
     (BYE both ways, C{Reason: Q.850;cause=102}, CDR disconnect
@@ -47,11 +52,17 @@ from b2bua.hookspecs import hookimpl
 from b2bua.sip.errors import ParseError
 from b2bua.sip.message import Request
 from b2bua.sip.sdp import SessionDescription, parse_sdp
+from media.call_recording import RecordingMetrics
 from media.interfaces import MediaError, MediaStats, MediaUnavailable
+from media.relay_recordings import RecordingSettings, RelayRecordings
 
-__all__ = ["NAME", "MediaAnchor", "stats_json"]
+__all__ = ["CALL_RECORDINGS", "NAME", "MediaAnchor", "stats_json"]
 
 NAME = "media"
+#: Where the plugin leaves its L{RelayRecordings} in the shared state (the API's).
+CALL_RECORDINGS = "call_recordings"
+#: Where the service leaves the C{[media]} section (L{b2bua.config.MediaConfig}).
+MEDIA_CONFIG = "media_config"
 #: The answer to a call the backend cannot anchor.
 NO_MEDIA = Reject(503, "Service Unavailable", (
     ("Retry-After", "5"), ("Reason", 'Q.850;cause=47;text="no media resources"')),
@@ -181,13 +192,21 @@ class MediaAnchor:
 
     @param backend: the backend to use (else C{services.extra["media_backend"]};
         without one the plugin stays idle).
+    @param recording: the recording settings (else from
+        C{services.extra["media_config"]}, the C{[media]} section).
+    @param token: the random part of recording file names (tests).
+    @ivar recordings: the calls' recordings (once configured).
     """
 
-    def __init__(self, backend: Any = None) -> None:
+    def __init__(self, backend: Any = None, *, recording: RecordingSettings | None = None,
+                 token: Any = None) -> None:
         self._given = backend
+        self._recording = recording
+        self._token = token
         self.backend: Any = None
         self.calls: dict[str, _Anchored] = {}
         self.metrics: _Metrics | None = None
+        self.recordings: RelayRecordings | None = None
         self._warned = False
 
     @hookimpl
@@ -200,6 +219,29 @@ class MediaAnchor:
         if callable(getattr(self.backend, "stats", None)):
             services.metrics.registry.register(_RelayCollector(self.backend))
         services.extra["media_dead"] = self.media_dead
+        self._configure_recording(services)
+
+    def _configure_recording(self, services: Services) -> None:
+        """Recording on the relay's taps; a warning when the policy says
+        C{always} but the backend cannot record."""
+        settings = self._recording or RecordingSettings.from_config(
+            services.extra.get(MEDIA_CONFIG))
+        relay = getattr(self.backend, "relay", None)
+        if not callable(getattr(relay, "ends", None)):
+            relay = None
+            if settings.policy == "always":
+                log.warn('media: [media] record_policy = "always" but the media backend '
+                         "cannot record (only the built-in relay, [media] backend = "
+                         '"relay", can): calls are not recorded')
+
+        def live(call_id: str) -> Call | None:
+            anchored = self.calls.get(call_id)
+            return None if anchored is None else anchored.call
+
+        self.recordings = RelayRecordings(
+            services.clock, relay, settings, RecordingMetrics(services.metrics.registry),
+            calls=live, directory=lambda: services.directory, token=self._token)
+        services.extra[CALL_RECORDINGS] = self.recordings
 
     # -- the first offer -----------------------------------------------------------
 
@@ -286,12 +328,22 @@ class MediaAnchor:
         d.addCallbacks(apply, failed).addBoth(lambda _: later.callback(None))
         return later
 
+    # -- recording -------------------------------------------------------------------
+
+    @hookimpl
+    def b2bua_call_answered(self, call: Call, leg: Any, answered_at: float) -> None:
+        """Start recording an anchored call whose policy is C{always}."""
+        if self.recordings is not None and call.id in self.calls:
+            self.recordings.answered(call)
+
     # -- the end ---------------------------------------------------------------------
 
     @hookimpl(tryfirst=True)
     def b2bua_call_ended(self, call: Call, record: CallRecord) -> Any:
-        """Close the call's media; its statistics go to the CDR (runs first,
-        so that the CDR plugin finds them)."""
+        """Close the call's media; its statistics and recordings go to the
+        CDR (runs first, so that the CDR plugin finds them)."""
+        if self.recordings is not None:
+            self.recordings.ended(call)
         anchored = self.calls.pop(call.id, None)
         if anchored is None or self.backend is None:
             return None

@@ -16,7 +16,13 @@ final cost is in it: the CDR waits for it, for at most C{settle_timeout}
 seconds (C{[plugins.cdrs] settle_timeout}, default 10), and is written
 with what is known if it fails or takes longer (noted in the breakdown).
 The media plugin's C{call.data["media_settled"]} (its backend's final
-statistics, when they come later) is waited for the same way.
+statistics, when they come later) is waited for the same way, and so is
+every Deferred in C{call.data["recordings_settled"]} (producers of call
+recordings whose files are finished later register them with
+L{media.call_recording.add_recording_wait}; the files are read from
+C{call.data["recordings"]} once they fired).  Only the charging commit's
+failure is noted in the CDR (C{breakdown.charging}); the others are
+logged.
 """
 
 from __future__ import annotations
@@ -26,10 +32,12 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from b2bua.core.call import Call, CallRecord
 from b2bua.core.services import Services
 from b2bua.hookspecs import hookimpl
+from media.call_recording import recording_waits
 from rating.cdr import CDR, cdr_for_call
 from rating.cdr_writer import CDRWriter
 
@@ -46,6 +54,19 @@ def _settled(charging: Any) -> Deferred[Any] | None:
     value = charging.get("settled") if isinstance(charging, Mapping) \
         else getattr(charging, "settled", None)
     return value if isinstance(value, Deferred) else None
+
+
+def _kept(result: Any, box: list[Any]) -> Any:
+    """Keep a Deferred's result in C{box}; pass it on."""
+    box.append(result)
+    return result
+
+
+def _logged(failure: Any, call_id: str) -> None:
+    """A media or recording producer failed: log it; the CDR is written
+    with what is known."""
+    log.warn("cdrs: media or recordings of {call_id} not settled ({error}); writing its "
+             "CDR with what is known", call_id=call_id, error=failure.getErrorMessage())
 
 
 class CDRs:
@@ -74,12 +95,27 @@ class CDRs:
         writer, services = self.writer, self.services
         if writer is None or services is None:
             return None
-        waits = [d for d in (_settled(call.data.get("charging")),
-                             call.data.get("media_settled")) if isinstance(d, Deferred)]
-        if not waits:
+        charging = _settled(call.data.get("charging"))
+        others = [d for d in (call.data.get("media_settled"), *recording_waits(call))
+                  if isinstance(d, Deferred)]
+        if charging is None and not others:
             return writer.append(self._cdr(call, record, None))
-        settled = waits[0] if len(waits) == 1 else DeferredList(waits, consumeErrors=True)
-        return self._after_settling(call, record, settled)
+        if not others:
+            assert charging is not None
+            return self._after_settling(call, record, charging, [])
+        for d in others:
+            d.addErrback(_logged, call.id)
+        charged: list[Any] | None = None
+        if charging is not None:
+            charged = []  # the commit's outcome, once known (a late producer is not its fault)
+            charging.addBoth(_kept, charged)
+        waits = others if charging is None else [charging, *others]
+        settled: Deferred[Any] = DeferredList(waits, consumeErrors=True)
+        # the result is the charging commit's (its failure is noted in the CDR)
+        settled.addCallback(lambda results: results[0][1] if charging is not None else None)
+        ready = self._after_settling(call, record, settled, charged)
+        settled.addErrback(lambda _: None)  # our own list's copy of it: noted already
+        return ready
 
     def _cdr(self, call: Call, record: CallRecord, note: str | None) -> CDR:
         """The CDR of C{call}, with C{note} about its charging if any."""
@@ -89,9 +125,14 @@ class CDRs:
             cdr.breakdown["charging"] = note
         return cdr
 
-    def _after_settling(self, call: Call, record: CallRecord,
-                        settled: Deferred[Any]) -> Deferred[None]:
-        """Wait (bounded) for the charging commit, then journal the CDR."""
+    def _after_settling(self, call: Call, record: CallRecord, settled: Deferred[Any],
+                        charged: list[Any] | None) -> Deferred[None]:
+        """Wait (bounded) for C{settled}, then journal the CDR.
+
+        @param charged: C{None} without a charging commit; else a list
+            that holds its outcome once it is known (empty while it is not,
+            which makes a time-out the commit's).
+        """
         assert self.services is not None and self.writer is not None
         writer = self.writer
         clock = self.services.clock
@@ -111,6 +152,12 @@ class CDRs:
             return result  # the charging plugin's chain is left as it was
 
         def too_late() -> None:
+            if not ready.called and (charged is None or charged):
+                log.warn("cdrs: media or recordings of {call_id} not settled after "
+                         "{timeout} s; writing its CDR with what is known", call_id=call.id,
+                         timeout=self.settle_timeout)
+                failed = bool(charged) and isinstance(charged[0], Failure)
+                ready.callback("unsettled: charging failed" if failed else None)
             if not ready.called:
                 log.warn("cdrs: charging of {call_id} not settled after {timeout} s; writing "
                          "its CDR with what is known", call_id=call.id,

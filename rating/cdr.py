@@ -344,6 +344,9 @@ def cdr_for_call(call: Any, record: CallRecord, directory: Any = None,
     if media:
         problems: list[str] = []
         cdr.breakdown["media"] = _json(media, "media", problems)
+    recordings = call.data.get("recordings")
+    if recordings:  # [{"path", "mode", "duration_ms", "source"}] (docs/call-recording.md)
+        cdr.breakdown["recordings"] = _json(list(recordings), "recordings", [])
     return cdr
 
 

@@ -177,6 +177,8 @@ class Call:
         #: SDPs waiting for an earlier one's hooks (None: none waiting)
         self._sdp_queue: list[tuple[Any, Any, str, Any]] | None = None
         self.relay = Relay(self)
+        #: the blind transfer in progress (L{b2bua.core.transfer.Transfer})
+        self.transfer: Any = None
 
     def __repr__(self) -> str:
         return f"<Call {self.id} {self.state}>"

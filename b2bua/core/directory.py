@@ -84,6 +84,8 @@ class Extension:
     ha1: Mapping[str, str] = field(default_factory=dict, hash=False, compare=False)
     display_name: str = ""
     id: int | None = None
+    features: Mapping[str, Any] = field(default_factory=lambda: _EMPTY, hash=False,
+                                        compare=False)
 
     @property
     def aor(self) -> str:
@@ -190,9 +192,12 @@ class Directory:
             if tenant is None:
                 continue
             ha1 = {alg: row[column] for alg, column in _HA1_COLUMNS if row.get(column)}
+            features = row.get("features")
             directory._put(Extension(tenant, row["number"], row["sip_username"],
                                      MappingProxyType(ha1), row.get("caller_id_name") or "",
-                                     row["id"]))
+                                     row["id"],
+                                     MappingProxyType(dict(features))
+                                     if isinstance(features, Mapping) else _EMPTY))
         for row in rows.get("dids", ()):
             directory._dids[row["number"]] = _freeze(row)
         for name, table in (("vendors", directory._vendors),

@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from b2bua.core.decisions import Hunt, Reject, Route, StopHunting
+from b2bua.sip.uri import URI
 
 if TYPE_CHECKING:
     from b2bua.sip.interfaces import Source
@@ -204,6 +205,13 @@ class CallHooks:
             return None
         return self._first_decision("b2bua_admit_attempt", (Reject,), call=call,
                                     destination=destination, attempt=attempt)
+
+    def authorize_transfer(self, call: object, leg: object,
+                           target: URI) -> Deferred[Reject | URI | None]:
+        """The first L{Reject} or replacement target any plugin gives for a
+        transfer of C{call} to C{target} asked on C{leg}, or C{None}."""
+        return self._first_decision("b2bua_authorize_transfer", (Reject, URI), call=call,
+                                    leg=leg, target=target)
 
     def choose_failover(self, call: object, leg: object, response: Response | None,
                         attempt: int) -> Hunt | StopHunting | None:

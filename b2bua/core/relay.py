@@ -104,6 +104,8 @@ class Relay:
             return
         if method == "BYE":
             self._respond(leg, transaction, request, 200)
+            if call.transfer is not None and call.transfer.referrer_left(leg):
+                return  # the transferee waits for the transfer target
             if call.is_answered:
                 call.release(leg, request.headers.get("reason"),
                              disconnect=getattr(leg, "role", "peer"))
@@ -130,6 +132,11 @@ class Relay:
             return
         if claimed is not None:
             self._answer_claim(leg, request, transaction, claimed)
+            return
+        if method == "REFER":
+            from b2bua.core.transfer import refer_received  # transfer imports the call
+
+            refer_received(call, leg, request, transaction)
             return
         self._forward(leg, request, transaction)
 

@@ -59,6 +59,8 @@ class CoreSettings:
     @ivar session_expires: session interval asked of callees (0: none).
     @ivar follow_redirects: try the Contacts of a 3xx as a new step.
     @ivar drain_timeout: seconds a drain waits for calls before ending them.
+    @ivar transfer: act on REFER (blind transfer by the switch,
+        C{docs/transfer.md}); off, a REFER gets C{403}.
     """
 
     no_answer_timeout: float = 180.0
@@ -66,6 +68,7 @@ class CoreSettings:
     follow_redirects: bool = True
     drain_timeout: float = 60.0
     user_agent: str = "b2bua"
+    transfer: bool = True
 
 
 class Switch:

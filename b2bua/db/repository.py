@@ -548,7 +548,7 @@ DIRECTORY: dict[str, tuple[tuple[str, ...] | None, str, tuple[bool, ...]]] = {
                    "dial_plan", "routing_plan_id"),
                   "status = 'active'", ()),
     "accounts": (("id", "customer_id", "number", "sip_username", "ha1_md5", "ha1_sha256",
-                  "caller_id_name", "status"),
+                  "caller_id_name", "features", "status"),
                  "status = 'active' AND customer_id IN "
                  "(SELECT id FROM customers WHERE status = 'active')", ()),
     "dids": (None, "status = 'active'", ()),

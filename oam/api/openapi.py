@@ -556,10 +556,17 @@ def _media_paths() -> dict[str, Any]:
     """C{POST /media/calls/{call_id}/recording} (L{oam.api.media_calls})."""
     ident = [{"name": "call_id", "in": "path", "required": True,
               "schema": {"type": "string", "minLength": 1, "maxLength": 256},
-              "description": "The SIP Call-ID of the media server's call."}]
+              "description": "The SIP Call-ID of the media server's call, or of a switch "
+                             "call's A leg (its CDR's call_id) when the built-in relay "
+                             "anchors its media."}]
     body = {"type": "object", "additionalProperties": False, "required": ["action"],
             "properties": {"action": {"type": "string",
-                                      "enum": ["start", "stop", "pause", "resume"]}}}
+                                      "enum": ["start", "stop", "pause", "resume"]},
+                           "mode": {"type": "string", "enum": ["stereo", "mixed", "a", "b"],
+                                    "description": "For start: both parties in stereo (the "
+                                                   "default), mixed into one channel, or one "
+                                                   "party (a: the caller, b: the callee). "
+                                                   "Media-server calls: stereo only."}}}
     recording = {"type": "object", "required": ["path", "mode", "duration_ms"],
                  "properties": {"path": {"type": "string"}, "mode": {"type": "string"},
                                 "duration_ms": {"type": "integer"}}}
@@ -567,18 +574,26 @@ def _media_paths() -> dict[str, Any]:
                                             "recordings"],
              "properties": {
                  "call_id": {"type": "string"},
+                 "source": {"type": "string", "enum": ["media_server", "relay"],
+                            "description": "Which kind of call it is."},
                  "state": {"type": "string",
                            "enum": ["idle", "recording", "paused", "stopped"]},
+                 "mode": {"type": "string", "enum": ["stereo", "mixed", "a", "b"],
+                          "description": "The current (or last) file's mode (switch calls)."},
                  "path": {"type": ["string", "null"],
-                          "description": "The file being written (stereo WAV)."},
+                          "description": "The file being written (WAV)."},
                  "duration_ms": {"type": ["integer", "null"]},
                  "recordings": {"type": "array", "items": recording,
                                 "description": "The files the call finished."}}}
     return {"/media/calls/{call_id}/recording": {"post": {
         "operationId": "control_media_call_recording",
-        "summary": "Start, stop, pause or resume recording a media-server call",
-        "description": "Admin keys only.  The whole call, stereo (caller left, media "
-                       "server right).  An action already in effect changes nothing.",
+        "summary": "Start, stop, pause or resume recording a live call",
+        "description": "Admin keys only.  A media-server call: the whole call, stereo "
+                       "(caller left, media server right).  A switch call anchored by the "
+                       "built-in relay: both parties or one (mode).  An action already in "
+                       "effect changes nothing.  409 also when the call's recording policy is "
+                       "never, its media is not in the built-in relay, or it is not answered "
+                       "yet.",
         "tags": ["media"], "parameters": ident,
         "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
         "responses": {"200": _json(state, "The recording's state after the action."),

@@ -573,6 +573,111 @@ class PluginTests(SynchronousTestCase):
         self.h.settle()
         self.h.assert_idle()
 
+    def test_waits_for_every_recording_producer(self) -> None:
+        """Files listed at the end and files of a producer that finishes
+        later (registered with C{add_recording_wait}) are all in the CDR's
+        C{breakdown.recordings}, which waits for the later one."""
+        from media.call_recording import add_recording, add_recording_wait
+
+        later: Deferred[None] = Deferred()
+        calls: list[Any] = []
+
+        class Producers:
+            from b2bua.hookspecs import hookimpl
+
+            @hookimpl(tryfirst=True)
+            def b2bua_call_ended(self, call: Any, record: Any) -> None:
+                calls.append(call)
+                add_recording(call, "/rec/a.wav", "stereo", 30000, "relay")
+                add_recording_wait(call, later)
+
+        self.h.pm.register(Producers(), name="producers")
+        self.call()
+        self.assertEqual(self.journaled(), [])
+        add_recording(calls[0], "/rec/b.wav", "stereo", 29000, "media_server")
+        later.callback(None)
+        (cdr,) = self.journaled()
+        self.assertEqual(cdr.breakdown["recordings"], [
+            {"path": "/rec/a.wav", "mode": "stereo", "duration_ms": 30000, "source": "relay"},
+            {"path": "/rec/b.wav", "mode": "stereo", "duration_ms": 29000,
+             "source": "media_server"}])
+        self.assertNotIn("charging", cdr.breakdown)
+        self.h.settle()
+        self.h.assert_idle()
+
+    def test_failed_recording_producer_is_not_a_charging_failure(self) -> None:
+        """A recording producer that fails lets the CDR go with what is
+        known, and only a failed charging commit is noted as such."""
+        from media.call_recording import add_recording_wait
+
+        later: Deferred[None] = Deferred()
+        settled: Deferred[None] = Deferred()
+
+        class Producers:
+            from b2bua.hookspecs import hookimpl
+
+            @hookimpl
+            def b2bua_call_received(self, call: Any, request: Any) -> None:
+                call.data["charging"] = {"settled": settled}
+
+            @hookimpl(tryfirst=True)
+            def b2bua_call_ended(self, call: Any, record: Any) -> None:
+                add_recording_wait(call, later)
+
+        self.h.pm.register(Producers(), name="producers")
+        self.call()
+        later.errback(RuntimeError("disk gone"))
+        self.assertEqual(self.journaled(), [])
+        settled.errback(RuntimeError("store down"))
+        (cdr,) = self.journaled()
+        self.assertEqual(cdr.breakdown["charging"], "unsettled: charging failed")
+        self.assertNotIn("recordings", cdr.breakdown)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 0)
+        self.h.settle()
+        self.h.assert_idle()
+
+    def late_recording_producer(self, outcome: Exception | None) -> CDR:
+        """A call whose charging commit settles (or fails with C{outcome})
+        at once and whose recording producer never finishes: its CDR,
+        which comes after C{settle_timeout} (5 s) and not before."""
+        from media.call_recording import add_recording_wait
+
+        settled: Deferred[None] = Deferred()
+
+        class Producers:
+            from b2bua.hookspecs import hookimpl
+
+            @hookimpl
+            def b2bua_call_received(self, call: Any, request: Any) -> None:
+                call.data["charging"] = {"settled": settled}
+
+            @hookimpl(tryfirst=True)
+            def b2bua_call_ended(self, call: Any, record: Any) -> None:
+                add_recording_wait(call, Deferred())
+
+        self.h.pm.register(Producers(), name="producers")
+        self.call()
+        if outcome is None:
+            settled.callback(None)
+        else:
+            settled.errback(outcome)
+        self.h.advance(4.9)
+        self.assertEqual(self.journaled(), [])
+        self.h.advance(0.2)
+        (cdr,) = self.journaled()
+        self.h.settle()
+        self.h.assert_idle()
+        return cdr
+
+    def test_late_recording_producer_not_blamed_on_charging(self) -> None:
+        """The time-out of a recording producer is not a charging time-out."""
+        self.assertNotIn("charging", self.late_recording_producer(None).breakdown)
+
+    def test_late_recording_producer_keeps_charging_failure(self) -> None:
+        """A charging failure is still noted when a producer is late."""
+        cdr = self.late_recording_producer(RuntimeError("store down"))
+        self.assertEqual(cdr.breakdown["charging"], "unsettled: charging failed")
+
     def test_idle_without_writer(self) -> None:
         """Without a writer in C{services.extra} the plugin does nothing."""
         plugin = CDRs()

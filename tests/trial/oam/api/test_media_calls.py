@@ -8,14 +8,17 @@ directory), so the files the API starts and stops are checked on disk.
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from media.relay_recordings import RecordingSettings, RelayRecordings
+from media.rtp import rtp_packet
 from media.server.recording import CallRecordings
 from media.server.wav import read_wav
-from oam.api.media_calls import parse_recording_action
+from oam.api.media_calls import parse_recording_action, parse_recording_body
 from oam.api.openapi import build_document
 from tests.trial.oam.api.support import VERSION, open_api
 
@@ -127,6 +130,111 @@ class RecordingEndpointTests(TestCase):
         self.assertEqual(reply.code, 404)
 
 
+SWITCH_CALL = "5a1f3c@10.0.0.1"
+SWITCH_PATH = "media/calls/5a1f3c%4010.0.0.1/recording"
+
+
+class FakeRelay:
+    """The relay's feature interface, for one call with one audio stream."""
+
+    def __init__(self) -> None:
+        self.hold_listeners: list[Any] = []
+        self.close_listeners: list[Any] = []
+        self.taps = {side: SimpleNamespace(tap=None) for side in "ab"}
+
+    def ends(self, call_id: str) -> list[Any]:
+        if call_id != SWITCH_CALL:
+            return []
+        return [SimpleNamespace(call_id=call_id, index=0, side=side, media="audio",
+                                rtp=self.taps[side], held=False) for side in "ab"]
+
+
+class SwitchCallTests(TestCase):
+    """The same endpoint on a switch call whose media the relay anchors."""
+
+    async def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1709294405.0)
+        self.directory = Path(self.mktemp())
+        self.relay = FakeRelay()
+        self.call = SimpleNamespace(id=SWITCH_CALL, answered_at=1.0, identity="1000@t",
+                                    tenant="t", callee=None, ended=False, data={})
+        self.recordings = self.relays(self.relay, "on_demand")
+        self.media_server = CallRecordings(self.clock, self.directory, CALL_ID)
+        self.state: dict[str, Any] = {
+            "call_recordings": self.recordings,
+            "media_server": FakeMediaServer(FakeUA({CALL_ID: self.media_server}))}
+        self.api = await open_api(self, lambda: self.state)
+        self.admin = await self.api.key("admin")
+
+    def relays(self, relay: Any, policy: str) -> RelayRecordings:
+        return RelayRecordings(self.clock, relay, RecordingSettings(self.directory, policy),
+                               None, calls={SWITCH_CALL: self.call}.get)
+
+    async def post(self, body: Any, path: str = SWITCH_PATH) -> Any:
+        return await self.api.request("POST", path, key=self.admin, body=body)
+
+    async def test_start_with_mode_and_stop(self) -> None:
+        """C{start} in a mode, packets through the taps, C{stop}: the file
+        is listed with its mode."""
+        reply = await self.post({"action": "start", "mode": "mixed"})
+        self.assertEqual(reply.code, 200, reply.body)
+        body = reply.json()
+        self.assertEqual((body["call_id"], body["source"], body["state"], body["mode"]),
+                         (SWITCH_CALL, "relay", "recording", "mixed"))
+        for n in range(25):
+            self.relay.taps["a"].tap(rtp_packet(0, n, 160 * n, 1, b"\x10" * 160),
+                                     self.clock.seconds())
+            self.clock.advance(0.02)
+        body = (await self.post({"action": "stop"})).json()
+        self.assertEqual(body["state"], "stopped")
+        (recording,) = body["recordings"]
+        self.assertEqual(recording["mode"], "mixed")
+        self.assertGreaterEqual(recording["duration_ms"], 500)
+        self.assertEqual(read_wav(recording["path"]).channels, 1)
+
+    async def test_unknown_switch_call(self) -> None:
+        """A Call-ID neither the media server nor the switch knows: 404."""
+        self.assertEqual((await self.post({"action": "start"}, "media/calls/x/recording")).code,
+                         404)
+        del self.state["call_recordings"]
+        self.assertEqual((await self.post({"action": "start"})).code, 404)
+
+    async def test_refusals(self) -> None:
+        """Policy C{never}, another backend (rtpengine), not answered yet:
+        409 saying why."""
+        self.state["call_recordings"] = self.relays(self.relay, "never")
+        reply = await self.post({"action": "start"})
+        self.assertEqual(reply.code, 409)
+        self.assertIn("never", reply.json()["message"])
+        self.state["call_recordings"] = self.relays(None, "always")
+        reply = await self.post({"action": "start"})
+        self.assertEqual(reply.code, 409)
+        self.assertIn("built-in relay", reply.json()["message"])
+        self.state["call_recordings"] = self.recordings
+        self.call.answered_at = None
+        self.assertEqual((await self.post({"action": "start"})).code, 409)
+
+    async def test_bad_mode(self) -> None:
+        """An unknown mode: 422; a media-server call is stereo only."""
+        reply = await self.post({"action": "start", "mode": "quad"})
+        self.assertEqual(reply.code, 422)
+        self.assertIn("mode", reply.json()["fields"])
+        reply = await self.post({"action": "start", "mode": "a"}, PATH)
+        self.assertEqual(reply.code, 422)
+        self.assertEqual(self.media_server.state, "idle")
+        reply = await self.post({"action": "start", "mode": "stereo"}, PATH)
+        self.assertEqual(reply.json()["source"], "media_server")
+        self.media_server.close()
+
+    async def test_cannot_create(self) -> None:
+        """A directory that cannot be created: 503."""
+        blocker = Path(self.mktemp())
+        blocker.write_text("not a directory")
+        self.recordings.settings.directory = blocker / "sub"
+        self.assertEqual((await self.post({"action": "start"})).code, 503)
+
+
 class DocumentTests(SynchronousTestCase):
     """The OpenAPI entry and the body check."""
 
@@ -141,3 +249,7 @@ class DocumentTests(SynchronousTestCase):
         self.assertEqual(parse_recording_action({"action": "pause"}), ("pause", {}))
         self.assertEqual(parse_recording_action({"action": 1})[0], None)
         self.assertEqual(parse_recording_action("start"), (None, {"body": "must be an object"}))
+        self.assertEqual(parse_recording_body({"action": "start", "mode": "b"}),
+                         ("start", "b", {}))
+        self.assertEqual(parse_recording_body({"action": "start", "mode": "x"})[2],
+                         {"mode": "one of stereo, mixed, a, b"})

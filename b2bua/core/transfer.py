@@ -1,0 +1,547 @@
+"""Blind call transfer handled by the switch itself (RFC 3515, RFC 5589).
+
+A party of an established call (the I{referrer}) sends REFER with a
+C{Refer-To} SIP URI; the other party (the I{transferee}) is to be connected
+to that target.  The switch does not relay the REFER: it
+
+  1. checks it (C{400} bad or missing C{Refer-To}, C{501} with
+     C{Replaces} or a method other than INVITE, C{491} while another
+     transfer or offer is in progress, C{403} when C{[core] transfer} is
+     off) and asks C{b2bua_authorize_transfer} (a L{Reject} refuses with
+     its code, a L{URI} replaces the target);
+  2. answers C{202 Accepted} and sends the referrer a NOTIFY
+     (C{Event: refer}, C{message/sipfrag} C{SIP/2.0 100 Trying});
+  3. starts a L{TransferCall}: a new call from the transferee to the
+     target, with the call's identity and tenant, through the whole
+     call path (C{b2bua_call_received}, C{b2bua_authorize_call},
+     C{b2bua_route_call}, the hunt, C{b2bua_call_answered}...).  Its INVITE
+     offers the transferee's media: the last SDP the switch sent the
+     referrer;
+  4. when the target answers, moves the transferee's dialog into the new
+     call, re-INVITEs the transferee with the target's SDP (ACKed on
+     its 2xx; when the transferee's answer differs from what the target
+     was offered, the target gets it in a re-INVITE), sends the referrer
+     NOTIFY C{200 OK}
+     (C{Subscription-State: terminated}) and then BYE, and ends the first
+     call (C{disconnect="transferred"});
+  5. when the new call fails (busy, no answer, refused, no route...),
+     sends the referrer NOTIFY with that status; the transferee stays
+     with the referrer, or is hung up if the referrer has left meanwhile.
+
+The referrer may hang up as soon as it got C{202} (what phones do for a
+blind transfer): the transferee then waits in the first call until the
+target answers or fails.  The transferee hanging up while the target rings
+cancels the new call.  C{b2bua_call_ended} fires once for each call.
+See C{docs/transfer.md}.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.logger import Logger
+
+from b2bua.core.call import Call
+from b2bua.core.decisions import Reject
+from b2bua.core.hooks import HookFailed
+from b2bua.core.leg import ServerLeg
+from b2bua.sip.errors import ParseError
+from b2bua.sip.headers import NameAddress, parse_name_addr
+from b2bua.sip.interfaces import Source
+from b2bua.sip.message import Request, Response, make_response
+from b2bua.sip.uri import URI
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IDelayedCall
+    from twisted.python.failure import Failure
+
+    from b2bua.core.leg import Leg
+
+__all__ = ["SIPFRAG", "Transfer", "TransferCall", "TransfereeLeg", "parse_refer_to",
+           "refer_received"]
+
+#: Content-Type of the NOTIFY bodies (RFC 3420)
+SIPFRAG = "message/sipfrag;version=2.0"
+#: seconds the implicit subscription of a REFER lasts (refreshed by no one:
+#: the final NOTIFY always comes before, bounded by the hunt's timeouts)
+SUBSCRIPTION_SECONDS = 180
+#: a re-INVITE to the transferee that crossed one of its own (491) is tried
+#: again this many seconds later, at most this many times (RFC 3261 14.1)
+GLARE_RETRY_SECONDS = 2.0
+GLARE_RETRIES = 2
+
+_NOWHERE = Source("UDP", ("0.0.0.0", 0), ("0.0.0.0", 0))
+
+log = Logger()
+
+
+class BadReferTo(Exception):
+    """A REFER the switch will not act on: C{code} and C{reason} say why."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"{code} {reason}")
+        self.code = code
+        self.reason = reason
+
+
+def parse_refer_to(request: Request) -> URI:
+    """The target of a REFER: its one C{Refer-To}, a SIP URI, without URI
+    header fields.
+
+    @raise BadReferTo: C{400} when missing, repeated, malformed or not a
+        SIP URI; C{501} when it asks for C{Replaces} (attended transfer) or
+        a method other than INVITE.
+    """
+    try:
+        values = request.headers.get_all("refer-to")
+    except ParseError:
+        raise BadReferTo(400, "Bad Refer-To") from None
+    if len(values) != 1:
+        raise BadReferTo(400, "Missing Refer-To" if not values else "More than one Refer-To")
+    try:
+        uri = parse_name_addr(values[0]).uri
+    except ParseError:
+        raise BadReferTo(400, "Bad Refer-To") from None
+    if not uri.is_sip or not uri.host:
+        raise BadReferTo(400, "Refer-To must be a SIP URI")
+    names = {part.partition("=")[0].strip().lower()
+             for part in (uri.headers or "").split("&") if part}
+    if "replaces" in names:
+        raise BadReferTo(501, "Attended transfer (Replaces) not supported")
+    if (uri.params.get("method") or "INVITE").upper() != "INVITE":
+        raise BadReferTo(501, "Only INVITE transfers are supported")
+    target = uri.copy()
+    target.headers = None
+    target.params.pop("method", None)
+    return target
+
+
+def _respond(call: Call, transaction: Any, request: Request, code: int,
+             reason: str | None = None) -> None:
+    response = make_response(request, code, reason)
+    call.context.stamp_response(response)
+    transaction.respond(response)
+
+
+def refer_received(call: Call, leg: Leg, request: Request, transaction: Any) -> None:
+    """A REFER on an established call, no plugin claimed it: act on it
+    (called by L{b2bua.core.relay.Relay})."""
+    context = call.context
+    if not getattr(context.settings, "transfer", True):
+        context.metrics.request_rejected("forbidden")
+        _respond(call, transaction, request, 403, "Call transfer disabled")
+        return
+    try:
+        target = parse_refer_to(request)
+    except BadReferTo as error:
+        context.metrics.request_rejected("malformed" if error.code == 400 else "other")
+        _respond(call, transaction, request, error.code, error.reason)
+        return
+    transferee = call.relay.other(leg)
+    if transferee is None or transferee.ended or leg.ended:
+        _respond(call, transaction, request, 481)
+        return
+    if call.transfer is not None or call.relay.exchange is not None:
+        _respond(call, transaction, request, 491, "Request Pending")
+        return
+    transfer = Transfer(call, leg, transferee, request, target)
+    call.transfer = transfer
+    transfer.authorize(transaction)
+
+
+class Transfer:
+    """One blind transfer of a call, from the REFER to its outcome.
+
+    @ivar call: the call being transferred (the first call).
+    @ivar referrer: the leg that sent the REFER.
+    @ivar transferee: the other leg: it moves to the new call.
+    @ivar target: where the transferee goes (after C{b2bua_authorize_transfer}).
+    @ivar new_call: the L{TransferCall}, once started.
+    @ivar state: C{authorizing}, C{trying}, C{connecting}, C{done} or C{failed}.
+    @ivar referrer_gone: the referrer hung up while the transfer ran.
+    """
+
+    def __init__(self, call: Call, referrer: Leg, transferee: Leg, request: Request,
+                 target: URI) -> None:
+        self.call = call
+        self.referrer = referrer
+        self.transferee = transferee
+        self.target = target
+        self.request: Request | None = request
+        self.referred_by = request.headers.get("referred-by") or ""
+        # the id tells this REFER's subscription from a later one's (RFC 3515 2.4.6)
+        self.event = f"refer;id={request.cseq.number}"
+        self.new_call: TransferCall | None = None
+        self.state = "authorizing"
+        self.referrer_gone = False
+        self._glare = 0
+        self._retry: IDelayedCall | None = None
+
+    # -- REFER -----------------------------------------------------------------
+
+    def authorize(self, transaction: Any) -> None:
+        """Ask C{b2bua_authorize_transfer}, then accept or refuse the REFER."""
+        call = self.call
+        d = call.context.hooks.authorize_transfer(call, self.referrer, self.target)
+        d.addCallbacks(self._authorized, self._hook_failed,
+                       callbackArgs=(transaction,), errbackArgs=(transaction,))
+
+    def _hook_failed(self, failure: Failure, transaction: Any) -> None:
+        failure.trap(HookFailed)
+        self._refuse(transaction, 500, "Plugin error")
+
+    def _refuse(self, transaction: Any, code: int, reason: str | None) -> None:
+        request = self.request
+        self.request = None
+        self.state = "failed"
+        if self.call.transfer is self:
+            self.call.transfer = None
+        if request is not None:
+            _respond(self.call, transaction, request, code, reason)
+
+    def _authorized(self, answer: Reject | URI | None, transaction: Any) -> None:
+        call = self.call
+        if isinstance(answer, Reject):
+            call.context.metrics.request_rejected("forbidden")
+            self._refuse(transaction, answer.code, answer.reason)
+            return
+        if isinstance(answer, URI):
+            self.target = answer
+        if call.ended or self.referrer.ended or self.transferee.ended:
+            self._refuse(transaction, 481, None)
+            return
+        request = self.request
+        self.request = None  # the REFER is not needed any more
+        assert request is not None
+        _respond(call, transaction, request, 202, "Accepted")
+        self.state = "trying"
+        self._notify(100, "Trying", final=False)
+        call.when_ended().addCallback(lambda _: self._first_call_ended())
+        self._start_new_call()
+
+    def _start_new_call(self) -> None:
+        """Make the transferee's call to the target and start it."""
+        call, context = self.call, self.call.context
+        call_id = f"xfer-{context.new_tag()}-{call.id}"
+        if isinstance(self.transferee, ServerLeg):
+            caller = NameAddress(call.caller.uri.copy(), call.caller.display_name)
+        else:
+            caller = NameAddress(call.callee.copy())
+        caller.params["tag"] = context.new_tag()
+        body, content_type = self.referrer.last_sdp
+        headers = [
+            ("Max-Forwards", "70"),
+            ("From", str(caller)),
+            ("To", str(NameAddress(self.target.copy()))),
+            ("Call-ID", call_id),
+            ("CSeq", "1 INVITE"),
+            ("Referred-By", self.referred_by or str(NameAddress(self._referrer_uri()))),
+        ]
+        if body and content_type:
+            headers.append(("Content-Type", content_type))
+        request = Request("INVITE", str(self.target), headers, body)
+        new_call = TransferCall(self, request)
+        self.new_call = new_call
+        context.calls[new_call.id] = new_call
+        context.metrics.call_started()
+        new_call.start()
+
+    def _referrer_uri(self) -> URI:
+        call = self.call
+        return call.caller.uri.copy() if self.referrer is call.a_leg else call.callee.copy()
+
+    # -- NOTIFY ------------------------------------------------------------------
+
+    def _notify(self, code: int, reason: str | None, final: bool,
+                then: Any = None) -> None:
+        """Tell the referrer how the transfer goes; C{then()} once the NOTIFY
+        got its final response, failed, or could not be sent."""
+        done = then or (lambda: None)
+        leg = self.referrer
+        if leg.ended:
+            done()
+            return
+        state = "terminated;reason=noresource" if final else \
+            f"active;expires={SUBSCRIPTION_SECONDS}"
+        text = reason or Response(code).reason
+        body = f"SIP/2.0 {code} {text}\r\n".encode()
+        sent = leg.send_in_dialog(
+            "NOTIFY", body, SIPFRAG,
+            [("Event", self.event), ("Subscription-State", state)],
+            on_response=lambda r: r.code >= 200 and done(),
+            on_failure=lambda e: done())
+        if sent is None:
+            done()
+
+    # -- events --------------------------------------------------------------------
+
+    def referrer_left(self, leg: Leg) -> bool:
+        """A BYE came on C{leg} of the first call (already answered 200).
+        True when it is the referrer of a running transfer: the transferee
+        stays and waits for the target."""
+        if leg is not self.referrer or self.state not in ("trying", "connecting"):
+            return False
+        leg.ended = True
+        if leg.dialog is not None:
+            leg.dialog.terminate()
+        self.referrer_gone = True
+        timer = self.call.relay.timers.pop(id(leg), None)
+        if timer is not None:
+            timer.stop()
+        if self.state == "connecting":
+            # the final NOTIFY was on its way: the first call is over now
+            self._release_first_call()
+        return True
+
+    def _first_call_ended(self) -> None:
+        """The first call ended (the transferee left): give the new call up."""
+        new_call = self.new_call
+        if self.state == "trying" and new_call is not None and not new_call.ended:
+            new_call.cancel_received()
+
+    def failed(self, code: int, reason: str | None) -> None:
+        """The new call failed with C{code}: tell the referrer; the
+        transferee stays in the first call (hung up when the referrer left)."""
+        if self.state != "trying":
+            return
+        self.state = "failed"
+        call = self.call
+        if call.transfer is self:
+            call.transfer = None
+        self._notify(code, reason, final=True)
+        if self.referrer_gone and not call.ended:
+            call.hangup(f'SIP;cause={code};text="transfer failed"',
+                        disconnect="transfer-failed")
+
+    def connect(self, leg: TransfereeLeg, body: bytes, content_type: str | None) -> None:
+        """The target answered: the transferee's dialog moves into the new
+        call, gets the target's SDP in a re-INVITE, and the first call
+        ends (NOTIFY 200 then BYE to the referrer)."""
+        self.state = "connecting"
+        call, transferee = self.call, self.transferee
+        new_call = leg.call
+        dialog = transferee.dialog
+        leg.dialog = dialog
+        leg.flow = transferee.flow
+        leg.allows_update = transferee.allows_update
+        if dialog is not None:
+            dialog.user = leg
+        transferee.dialog = None
+        transferee.ended = True
+        timer = call.relay.timers.pop(id(transferee), None)
+        if timer is not None:
+            timer.stop()
+            if timer.interval:
+                new_call.relay._arm(leg, timer.interval, timer.we_refresh)
+        self._reinvite(leg, body, content_type)
+        self._notify(200, "OK", final=True, then=self._release_first_call)
+
+    def _release_first_call(self) -> None:
+        call = self.call
+        self.state = "done"
+        if call.transfer is self:
+            call.transfer = None
+        if not call.ended:
+            call.release(self.transferee, 'SIP;cause=200;text="Call transferred"',
+                         disconnect="transferred")
+
+    # -- the re-INVITE to the transferee --------------------------------------------
+
+    def _reinvite(self, leg: TransfereeLeg, body: bytes, content_type: str | None) -> None:
+        new_call = leg.call
+        relay = new_call.relay
+        if leg.ended or new_call.ended:
+            return
+        if body:
+            leg.last_sdp = (body, content_type)
+        relay.exchange = self  # one offer at a time: the transferee's waits (491)
+        acks: list[tuple[Request, URI]] = []
+
+        def answered(response: Response) -> None:
+            if response.code < 200:
+                return
+            if relay.exchange is self:
+                relay.exchange = None
+            if 200 <= response.code < 300:
+                first = not acks
+                self._ack(leg, response, acks)
+                if first and not self._late_answer(new_call, response):
+                    self._update_target(new_call, response)
+                return
+            if response.code == 491 and self._glare < GLARE_RETRIES:
+                self._glare += 1
+                self._retry = new_call.context.clock.callLater(
+                    GLARE_RETRY_SECONDS, self._reinvite, leg, body, content_type)
+                return
+            new_call.hangup(f'SIP;cause={response.code};text="transfer re-INVITE refused"',
+                            disconnect="transfer-failed")
+
+        def failed(error: Exception) -> None:
+            if relay.exchange is self:
+                relay.exchange = None
+            new_call.hangup('SIP;cause=408;text="transfer re-INVITE timed out"',
+                            disconnect="transfer-failed")
+
+        sent = leg.send_in_dialog("INVITE", body, content_type, on_response=answered,
+                                  on_failure=failed)
+        if sent is None:
+            if relay.exchange is self:
+                relay.exchange = None
+            new_call.hangup(disconnect="transfer-failed")
+
+    @staticmethod
+    def _ack(leg: Leg, response: Response, acks: list[tuple[Request, URI]]) -> None:
+        """ACK the re-INVITE's 2xx (the same ACK again for a retransmission)."""
+        dialog = leg.dialog
+        if dialog is None:
+            return
+        if not acks:
+            acks.append(dialog.create_ack(response.cseq.number))
+        ack, hop = acks[0]
+        try:
+            leg.context.transactions.send_ack(ack, leg.next_hop(hop)).addErrback(lambda f: None)
+        except Exception:  # a transport error: the 2xx comes again, or the timer ends it
+            log.debug("transfer: ACK not sent")
+
+    @staticmethod
+    def _late_answer(new_call: TransferCall, response: Response) -> bool:
+        """The INVITE to the target had no SDP (no SDP known for the
+        transferee): the target's 2xx held an offer, its ACK carries the
+        transferee's answer.  False when that is not the case."""
+        target = new_call.answered_leg
+        awaiting = target.awaiting_ack_body if target is not None else None
+        if target is None or awaiting is None:
+            return False
+        target.awaiting_ack_body = None
+        new_call.with_body(response, target, "answer",
+                           lambda body, content_type: target.send_ack(
+                               awaiting, body, content_type))
+        return True
+
+    def _update_target(self, new_call: TransferCall, response: Response) -> None:
+        """The transferee answered the re-INVITE with other media than the
+        target was offered (a narrower codec list, another address): offer
+        the target that answer in a re-INVITE of its own (RFC 3725 style),
+        so that both sides use what the transferee chose."""
+        target = new_call.answered_leg
+        offered = target.last_sdp[0] if target is not None else b""
+        if target is None or not response.body or _media_lines(offered) == \
+                _media_lines(response.body):
+            return
+        relay = new_call.relay
+        if relay.exchange is not None:
+            return  # an offer crosses the call already: it will do
+        relay.exchange = self
+
+        def done() -> None:
+            if relay.exchange is self:
+                relay.exchange = None
+
+        def answered(answer: Response) -> None:
+            if answer.code < 200:
+                return
+            done()
+            if 200 <= answer.code < 300:
+                self._ack(target, answer, acks)
+                # the answer goes nowhere: only the media hooks learn of it
+                new_call.with_body(answer, new_call.a_leg, "answer", lambda *_: None)
+            elif answer.code in (408, 481):
+                new_call.hangup(f'SIP;cause={answer.code};text="re-INVITE failed"',
+                                disconnect="reinvite-failed")
+
+        def send(body: bytes, content_type: str | None) -> None:
+            if target.ended or new_call.ended:
+                done()
+                return
+            target.last_sdp = (body, content_type)
+            sent = target.send_in_dialog(
+                "INVITE", body, content_type, on_response=answered,
+                on_failure=lambda error: done(),
+                prepare=lambda request: new_call.context.hooks.prepare_outgoing_request(
+                    new_call, target, request))
+            if sent is None:
+                done()
+
+        acks: list[tuple[Request, URI]] = []
+        new_call.with_body(response, target, "offer", send)
+
+    def stop(self) -> None:
+        """Cancel a pending glare retry (the new call ended)."""
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+
+
+def _media_lines(body: bytes) -> list[bytes]:
+    """An SDP's lines but its origin (C{o=}: its version changes with
+    every answer a phone gives)."""
+    return [line for line in body.splitlines() if line and not line.startswith(b"o=")]
+
+
+class TransfereeLeg(ServerLeg):
+    """The transferee's side of a L{TransferCall}: the caller's leg of a
+    call whose "answer" is a re-INVITE in an existing dialog.
+
+    Until the target answers it has no dialog (the transferee is still in
+    the first call); provisional responses are not relayed; the answer
+    moves the transferee's dialog here (L{Transfer.connect}); a failure is
+    reported to the referrer (L{Transfer.failed}).  From then on it is an
+    ordinary caller leg: in-dialog requests, BYE, session timers.
+    """
+
+    def __init__(self, call: TransferCall, request: Request, transfer: Transfer) -> None:
+        # the source that authenticated the first call (an IP-trusted trunk is
+        # recognised by it again); replies go where the transferee's dialog says
+        source = getattr(transfer.call.a_leg, "source", None) or _NOWHERE
+        super().__init__(call, request, None, source, call.context.new_tag())
+        self.flow = None
+        self.transfer = transfer
+
+    def provisional(self, code: int, reason: str | None = None, body: bytes = b"",
+                    content_type: str | None = None) -> None:
+        """Ringing is not relayed to the transferee (it is in a call)."""
+
+    def answer(self, body: bytes = b"", content_type: str | None = None,
+               headers: list[tuple[str, str]] | None = None,
+               on_ack_timeout: Any = None) -> bool:
+        """The target answered: connect the transferee to it."""
+        if self.final_sent is not None:
+            return False
+        self.final_sent = 200
+        self.transfer.connect(self, body, content_type)
+        return True
+
+    def reject(self, code: int, reason: str | None = None,
+               headers: list[tuple[str, str]] | None = None) -> bool:
+        """The transfer failed with C{code}."""
+        if self.final_sent is not None:
+            return False
+        self.final_sent = code
+        self.ended = True
+        self.transfer.failed(code, reason)
+        return True
+
+    def stop(self) -> None:
+        """The new call is over."""
+        super().stop()
+        self.transfer.stop()
+
+
+class TransferCall(Call):
+    """The transferee's call to the transfer target: an ordinary L{Call}
+    (hooks, hunt, CDR) whose caller leg is a L{TransfereeLeg}.
+
+    @ivar transferred_from: the Call-ID (L{Call.id}) of the first call.
+    @ivar referred_by: the REFER's C{Referred-By} (or the referrer's URI).
+    @ivar transfer: the L{Transfer} that made it.
+    """
+
+    def __init__(self, transfer: Transfer, request: Request) -> None:
+        first = transfer.call
+        super().__init__(first.context, request, None, first.a_leg.source, first.identity,
+                         first.tenant)
+        self.a_leg = TransfereeLeg(self, request, transfer)
+        self.transferred_from = first.id
+        self.referred_by = request.headers.get("referred-by") or ""
+        self.made_by = transfer
+

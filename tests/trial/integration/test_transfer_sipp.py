@@ -1,0 +1,139 @@
+"""Blind transfer by the switch, with real sipp phones under C{twistd}.
+
+C{twistd -n b2bua --config FILE} runs on free loopback ports with the demo
+tenant.  Three sipps take part:
+
+  - B (extension 1001, C{uas_refer.xml}) answers, then REFERs its caller
+    to extension 1002; it requires the 202, a NOTIFY C{SIP/2.0 100 Trying},
+    a NOTIFY C{SIP/2.0 200 OK} (C{Subscription-State: terminated}) and
+    then the switch's BYE;
+  - C (extension 1002, C{uas_answer.xml}) gets the transfer's INVITE,
+    answers, and later gets the BYE when A hangs up;
+  - A (extension 1000, C{uac_transferred.xml}) calls B, accepts the
+    switch's re-INVITE carrying C's media, talks a second and hangs up.
+
+Each scenario checks its own messages (C{check_it}); the test requires all
+three to complete, and the switch to have written two CDRs: A to B ended
+by the transfer, A to C ended by A.  Everything is bounded (C{-m 1}, short timeouts) and
+talks to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import tempfile
+from pathlib import Path
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.trial import unittest
+
+from b2bua.demo import seed_database
+from tests.trial.integration.sipp import (
+    SwitchProcessMixin,
+    free_port,
+    require_program,
+    run_sipp,
+    run_sipp_uas,
+    scenario,
+    wait_for_port,
+)
+
+TIMEOUT = 25.0
+
+CONFIG = """
+[sip]
+listen = ["udp:127.0.0.1:{port}", "tcp:127.0.0.1:{port}"]
+# sipp answers only MD5 challenges and digests its own URI
+digest_algorithms = ["MD5", "SHA-256"]
+digest_check_uri = false
+
+[core]
+drain_timeout = 2
+
+[oam]
+listen = "tcp:{oam}:interface=127.0.0.1"
+
+[storage]
+# seeded with the demo extensions (b2bua.demo.seed_database) before start
+database = "sqlite:///{database}"
+"""
+
+
+class TransferWithSippTests(SwitchProcessMixin, unittest.TestCase):
+    """A sipp callee transfers its sipp caller to a third sipp phone."""
+
+    timeout = 90
+
+    async def _start(self) -> None:
+        self.sipp = require_program("sipp", "sip-tester")
+        self.port = free_port("both")
+        self.folder = Path(tempfile.mkdtemp(prefix="b2bua-xfer-"))
+        database = self.database = self.folder / "var" / "b2bua.db"
+        config = self.folder / "b2bua.toml"
+        config.write_text(CONFIG.format(port=self.port, oam=free_port("tcp"),
+                                        database=database))
+        await seed_database(f"sqlite:///{database}", reactor, admin_key=False)
+        self.spawn_switch(config, self.folder)
+        self.addCleanup(self.stop_switch)
+        try:
+            await wait_for_port(reactor, self.port, "tcp", timeout=20.0)
+        except Exception as error:
+            self.fail(f"switch did not start: {error}\n{self.output[-3000:]}")
+
+    def setUp(self) -> Deferred[None]:
+        """Seed the demo tenant, start the switch, wait for its SIP port."""
+        return ensureDeferred(self._start())
+
+    @property
+    def target(self) -> str:
+        """The switch's SIP address."""
+        return f"127.0.0.1:{self.port}"
+
+    async def register(self, user: str, port: int) -> None:
+        """Register a contact at C{port} for extension C{user}."""
+        result = await run_sipp(reactor, scenario("register_contact.xml"), self.target, "u1",
+                                ["-s", user, "-au", user, "-ap", "1234"],
+                                timeout=TIMEOUT, local_port=port, sipp=self.sipp)
+        self.assertTrue(result.ok, result.describe())
+
+    async def _transfer(self) -> None:
+        b_port, c_port = free_port("udp"), free_port("udp")
+        await self.register("1001", b_port)
+        await self.register("1002", c_port)
+        transferor = run_sipp_uas(
+            reactor, scenario("uas_refer.xml"), b_port, "u1",
+            ["-d", "500", "-set", "target", "sip:1002@127.0.0.1", "-mp", str(free_port("udp"))],
+            timeout=TIMEOUT, sipp=self.sipp)
+        target = run_sipp_uas(
+            reactor, scenario("uas_answer.xml"), c_port, "u1",
+            ["-d", "200", "-mp", str(free_port("udp"))],
+            timeout=TIMEOUT, recv_timeout=10.0, sipp=self.sipp)
+        await wait_for_port(reactor, b_port, "udp", ended=transferor)
+        await wait_for_port(reactor, c_port, "udp", ended=target)
+        caller = await run_sipp(
+            reactor, scenario("uac_transferred.xml"), self.target, "u1",
+            ["-s", "1001", "-au", "1000", "-ap", "1234", "-set", "caller", "1000",
+             "-d", "1000", "-mp", str(free_port("udp"))],
+            timeout=TIMEOUT, recv_timeout=10.0, sipp=self.sipp)
+        results = {"A (transferee)": caller, "B (transferor)": await transferor,
+                   "C (target)": await target}
+        failed = [f"{who}: {result.describe()}" for who, result in results.items()
+                  if not result.ok]
+        self.assertEqual(failed, [], "\n".join(failed) + "\n" + self.output[-4000:])
+        # two CDRs: A to B ended by the transfer, then A to C ended by A
+        await self.stop_switch()
+        with sqlite3.connect(self.database) as db:
+            rows = db.execute("SELECT caller, callee, disposition, breakdown FROM cdrs "
+                              "ORDER BY id").fetchall()
+        self.assertEqual(
+            [(caller, callee, disposition, json.loads(breakdown)["disconnect"])
+             for caller, callee, disposition, breakdown in rows],
+            [("sip:1000@127.0.0.1", "sip:1001@127.0.0.1", "answered", "transferred"),
+             ("sip:1000@127.0.0.1", "sip:1002@127.0.0.1", "answered", "caller")])
+
+    def test_blind_transfer(self) -> None:
+        """B REFERs A to C: B gets 202, NOTIFY 100 and 200, then BYE; A is
+        re-INVITEd with C's media; C is hung up when A hangs up."""
+        return ensureDeferred(self._transfer())
