@@ -19,12 +19,16 @@ table per node, each with a C{type}:
     in C{result}, go to C{next} (C{on_error} when it fails or times out).
   - C{transfer}: hand the call to a number or URI (an expression).
   - C{hangup}: end the call, with an optional C{cause}.
+  - C{conference}: join a conference room (C{room}, an expression) until
+    the caller hangs up, or presses C{leave_digit} (then C{next});
+    C{on_full} when the room is full (see C{docs/media-server-conference.md}).
 
 Loading validates the whole document and reports every problem at once, each
 naming the node and the field (L{FlowError}): unknown node types and fields,
 edges to missing nodes, unreachable nodes, missing prompts (against the
 prompt catalogue given), unknown actions (against the action names given),
-and loops that pass no node waiting for the caller (C{play}, C{collect}).
+and loops that pass no node waiting for the caller (C{play}, C{collect},
+C{conference}).
 The model (L{media.server.ivr_model}) is immutable; the interpreter is
 L{media.server.ivr_runtime}.
 """
@@ -50,6 +54,7 @@ from media.server.ivr_model import (
     ActionNode,
     BranchNode,
     CollectNode,
+    ConferenceNode,
     Flow,
     FlowError,
     FlowProblem,
@@ -69,6 +74,7 @@ __all__ = [
     "ActionNode",
     "BranchNode",
     "CollectNode",
+    "ConferenceNode",
     "Flow",
     "FlowError",
     "FlowProblem",
@@ -293,7 +299,7 @@ def builtin_flow(
     actions: Container[str] | None = None,
 ) -> Flow:
     """One of the flows shipped under C{media/server/flows/} (C{echo},
-    C{speaking_clock}).
+    C{speaking_clock}, C{conference}).
 
     @raise FlowError: when no such flow ships, or it does not validate
         against the catalogue and actions given.

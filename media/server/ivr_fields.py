@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Container, Mapping
 from typing import Any
 
+from media.server.conference import ROOM_NAME
 from media.server.ivr_model import (
     DIGITS,
     NAME,
@@ -18,6 +19,7 @@ from media.server.ivr_model import (
     ActionNode,
     BranchNode,
     CollectNode,
+    ConferenceNode,
     FlowProblem,
     HangupNode,
     Node,
@@ -315,6 +317,47 @@ def _transfer(f: Fields) -> Node:
     return TransferNode(f.node, target=target, on_error=f.edge("on_error", required=False))
 
 
+#: The largest C{max_participants} of a conference node.
+MAX_PARTICIPANTS = 1000
+
+
+def _key(f: Fields, name: str) -> str:
+    """A field naming one DTMF key, or C{""} for none."""
+    value = f.text(name, "")
+    if value and value not in DIGITS:
+        f.problem(name, f'{value!r} is not one DTMF digit (0-9 * # A-D) or ""')
+        return ""
+    return value
+
+
+def _conference(f: Fields) -> Node:
+    room = f.expression("room")
+    if room and all(t.kind == "literal" for t in room):
+        text = evaluate(room, {})
+        if not ROOM_NAME.match(text):
+            f.problem("room", f"{text!r} is not a room name (1-64 of letters, digits, _ . + -)")
+    leave_digit = _key(f, "leave_digit")
+    mute_digit = _key(f, "mute_digit")
+    if leave_digit and leave_digit == mute_digit:
+        f.problem("mute_digit", f"{mute_digit!r} is the leave_digit already")
+    next_node = f.edge("next", required=bool(leave_digit))
+    if next_node is not None and not leave_digit:
+        f.problem("next", "is never taken: without a leave_digit only hanging up leaves "
+                          "the room (add leave_digit, or remove next)")
+        next_node = None
+    return ConferenceNode(
+        f.node,
+        room=room,
+        muted=f.flag("muted", False),
+        announce=f.flag("announce", True),
+        max_participants=f.integer("max_participants", 0, 0, MAX_PARTICIPANTS),
+        leave_digit=leave_digit,
+        mute_digit=mute_digit,
+        next=next_node,
+        on_full=f.edge("on_full", required=False),
+    )
+
+
 def _hangup(f: Fields) -> Node:
     cause = f.text("cause", "normal")
     if not _CAUSE.match(cause):
@@ -331,6 +374,7 @@ NODE_TYPES: dict[str, Callable[[Fields], Node]] = {
     "action": _action,
     "transfer": _transfer,
     "hangup": _hangup,
+    "conference": _conference,
 }
 
 

@@ -18,6 +18,7 @@ __all__ = [
     "ActionNode",
     "BranchNode",
     "CollectNode",
+    "ConferenceNode",
     "Flow",
     "FlowError",
     "FlowProblem",
@@ -33,7 +34,7 @@ __all__ = [
 
 DIGITS = frozenset("0123456789*#ABCD")
 #: Node types that wait for the caller; every loop must pass one of them.
-WAIT_TYPES = frozenset({"play", "collect"})
+WAIT_TYPES = frozenset({"play", "collect", "conference"})
 #: Upper bounds that keep a flow document sane.
 MAX_NODES = 1000
 MAX_STEPS_LIMIT = 100_000
@@ -317,6 +318,45 @@ class TransferNode(Node):
         """C{on_error} when given."""
         if self.on_error is not None:
             yield "on_error", self.on_error
+
+
+@dataclass(frozen=True)
+class ConferenceNode(Node):
+    """Join a conference room until the caller hangs up or leaves.
+
+    @ivar room: the room's name (an expression: a literal, the digits
+        collected, the tenant...).
+    @ivar muted: join listen-only.
+    @ivar announce: the room hears a tone when the caller joins and
+        leaves.
+    @ivar max_participants: refuse the join when the room holds this many
+        already (C{0}: no limit of this node's own).
+    @ivar leave_digit: the key that leaves the room and goes to C{next}
+        (C{""}: only hanging up leaves).
+    @ivar mute_digit: the key that mutes and unmutes the caller (C{""}:
+        none).
+    @ivar next: the node after leaving with C{leave_digit} (C{None}
+        without one).
+    @ivar on_full: the node taken when the room is full; without one the
+        call is hung up with cause C{room_full}.
+    """
+
+    room: tuple[Term, ...] = ()
+    muted: bool = False
+    announce: bool = True
+    max_participants: int = 0
+    leave_digit: str = ""
+    mute_digit: str = ""
+    next: str | None = None
+    on_full: str | None = None
+    type = "conference"
+
+    def edges(self) -> Iterator[tuple[str, str]]:
+        """C{next} and C{on_full} when given."""
+        if self.next is not None:
+            yield "next", self.next
+        if self.on_full is not None:
+            yield "on_full", self.on_full
 
 
 @dataclass(frozen=True)

@@ -35,10 +35,12 @@ from twisted.internet.defer import CancelledError, Deferred, TimeoutError, fail,
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from media.server.conference import ROOM_NAME, ConferenceError, RoomFull
 from media.server.ivr import (
     ActionNode,
     BranchNode,
     CollectNode,
+    ConferenceNode,
     Flow,
     HangupNode,
     Node,
@@ -51,6 +53,7 @@ from media.server.ivr import (
 from media.server.ivr_actions import ActionRegistry
 from media.server.ivr_session import (
     CallerHungUp,
+    ConferenceSession,
     Prompt,
     PromptItem,
     SayDate,
@@ -256,6 +259,8 @@ class FlowRun:
         if isinstance(node, HangupNode):
             await self._wait(self.session.hangup(node.cause))
             raise _Ended("hangup", node.cause)
+        if isinstance(node, ConferenceNode):
+            return await self._conference(node)
         raise FlowRuntimeError(node.name, "type", f"cannot run a {node.type!r} node")
 
     async def _collect(self, node: CollectNode) -> str | None:
@@ -351,6 +356,38 @@ class FlowRun:
             self.variables["last_error"] = f"transfer to {target} failed: {e}"
             return node.on_error
         raise _Ended("transfer", target)
+
+    async def _conference(self, node: ConferenceNode) -> str | None:
+        """Join the room; stay until the caller hangs up or leaves."""
+        self._typeahead = ""
+        room = evaluate(node.room, self.variables)
+        if not ROOM_NAME.match(room):
+            raise FlowRuntimeError(
+                node.name, "room",
+                f"{room!r} is not a room name (1-64 of letters, digits, _ . + -)")
+        session = self.session
+        if not isinstance(session, ConferenceSession):
+            raise FlowRuntimeError(node.name, "type", "this session cannot join conferences")
+        self.variables["conference_room"] = room
+        try:
+            await self._wait(session.conference(
+                room, muted=node.muted, announce=node.announce,
+                max_participants=node.max_participants, leave_digit=node.leave_digit,
+                mute_digit=node.mute_digit))
+        except (_Ended, CallerHungUp):
+            raise
+        except RoomFull as e:
+            self.variables["last_error"] = str(e)
+            if node.on_full is not None:
+                return node.on_full
+            await self._wait(self.session.hangup("room_full"))
+            raise _Ended("hangup", "room_full") from None
+        except ConferenceError as e:
+            raise FlowRuntimeError(node.name, "room", str(e)) from e
+        if node.next is None:
+            raise FlowRuntimeError(node.name, "next", "the caller left the room but the node "
+                                                      "has no next")
+        return node.next
 
     def _resolve(
         self, node: Node, field_name: str, specs: Sequence[PromptSpec]

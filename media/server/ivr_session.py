@@ -30,6 +30,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 __all__ = [
     "CallerHungUp",
+    "ConferenceSession",
     "DigitCollector",
     "EchoSession",
     "Prompt",
@@ -39,11 +40,37 @@ __all__ = [
     "SayDuration",
     "SayNumber",
     "Session",
+    "TransferFailed",
+    "TransferTimedOut",
 ]
 
 
 class CallerHungUp(Exception):
     """The caller hung up while a session operation was pending."""
+
+
+class TransferFailed(Exception):
+    """A transfer did not happen and the caller is still in the call: the
+    peer refused it, or the target could not be reached.
+
+    @ivar code: the SIP status that says why (the REFER's final response,
+        or the final status the peer reported in its NOTIFY).
+    @ivar reason: its reason phrase.
+    """
+
+    def __init__(self, code: int, reason: str) -> None:
+        """
+        @param code: a SIP status code (300-699).
+        @param reason: its reason phrase.
+        """
+        super().__init__(f"{code} {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class TransferTimedOut(TransferFailed):
+    """No final word on a transfer came in time: whether the caller is still
+    in the call is unknown, so the interpreter hangs up (no C{on_error})."""
 
 
 @dataclass(frozen=True)
@@ -128,8 +155,14 @@ class Session(Protocol):
     def transfer(self, target: str) -> Deferred[None] | None:
         """Hand the call to a number or a URI; the session is over after.
 
-        @return: C{None} or a Deferred firing once the transfer was
-            accepted (failing when it was refused).
+        The interpreter passes C{timeout=<seconds>} as a keyword too when
+        the node sets one (how long to wait for the outcome).
+
+        @return: C{None} or a Deferred firing once the caller was handed
+            on; failing with L{TransferFailed} when the transfer did not
+            happen and the caller is still there (the node's C{on_error}),
+            with L{TransferTimedOut} when no outcome came in time (the
+            call is hung up), with L{CallerHungUp} when the caller left.
         """
 
     def hangup(self, cause: str) -> Deferred[None] | None:
@@ -149,6 +182,35 @@ class EchoSession(Protocol):
     def echo(self) -> Deferred[None]:
         """Loop the caller's audio back until cancelled or the caller hangs
         up (then fail with L{CallerHungUp})."""
+
+
+@runtime_checkable
+class ConferenceSession(Protocol):
+    """A session that can join conference rooms (the C{conference} node)."""
+
+    def conference(
+        self,
+        room: str,
+        *,
+        muted: bool,
+        announce: bool,
+        max_participants: int,
+        leave_digit: str,
+        mute_digit: str,
+    ) -> Deferred[str]:
+        """Join room C{room} and stay there.
+
+        While in the room the caller's keys are not collected:
+        C{leave_digit} leaves, C{mute_digit} toggles listen-only, others
+        are ignored.
+
+        @return: fires with C{leave_digit} when the caller pressed it (the
+            caller has left the room); fails with
+            L{media.server.conference.RoomFull} when the room is full, with
+            another L{media.server.conference.ConferenceError} when the
+            room cannot be joined, with L{CallerHungUp} when the caller
+            hangs up.  Cancelling it leaves the room.
+        """
 
 
 class DigitCollector:

@@ -32,6 +32,15 @@ is C{sip:<flow>@127.0.0.1:<port>} (see C{media/server/plugin.py}).
     (or on our C{200} to the caller's BYE), and the whole-call files go
     into the run's variables C{call_recording} (paths, comma-separated)
     and C{call_recording_ms} (their total duration).
+  - B{Ad-hoc conference rooms}: an INVITE whose Request-URI user is
+    C{conf-<room>} (and no flow has that name) joins room C{<room>} of
+    L{conferences} directly, with no flow: at the C{200}, so that a full
+    room is refused with C{486 Busy Here} before anything is answered
+    (C{404} for a bad room name); the Request-URI parameters C{max=N}
+    (the room's limit) and C{muted} (listen-only) apply to the join.
+    The call stays in the room until
+    either side hangs up.  This is what three-way calling uses (see
+    C{docs/media-server-conference.md}).
 """
 
 from __future__ import annotations
@@ -57,6 +66,7 @@ from b2bua.sip.transaction import TransactionLayer
 from b2bua.sip.transaction_server import TwoXXRetransmitter
 from b2bua.sip.uri import URI
 from media.ports import PortPool, PortsExhausted
+from media.server.conference import ROOM_NAME, ConferenceError, Conferences, RoomFull
 from media.server.dtmf_info import parse_info_body
 from media.server.g711 import PCMU
 from media.server.ivr import Flow
@@ -69,12 +79,17 @@ from media.server.recording import RECORD_POLICIES, CallRecordings, header_value
 from media.server.rtp_session import RtpSession
 from media.server.ua_session import MediaCall, reason_for_cause
 
-__all__ = ["ALLOWED", "NO_ACK_REASON", "STOPPING_REASON", "MediaServerUA", "reason_for_cause"]
+__all__ = ["ALLOWED", "CONFERENCE_PREFIX", "NO_ACK_REASON", "STOPPING_REASON", "MediaServerUA",
+           "reason_for_cause"]
 
 #: The methods the media server answers.
 ALLOWED = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "UPDATE")
 #: The Reason of the BYE when no ACK came for the 200.
 NO_ACK_REASON = 'SIP;cause=408;text="no ACK"'
+#: The Request-URI user prefix of ad-hoc conference rooms (C{conf-<room>}).
+CONFERENCE_PREFIX = "conf-"
+#: The largest C{max} parameter of a C{conf-<room>} Request-URI.
+MAX_ROOM_LIMIT = 1000
 #: The Reason of the BYEs sent when the media server stops.
 STOPPING_REASON = 'Q.850;cause=41;text="media server stopping"'
 
@@ -84,7 +99,7 @@ class _Call:
     """One answered call's state."""
 
     key: tuple[str, str]
-    flow: Flow
+    flow: Flow | None
     invite: Request
     dialog: Dialog
     rtp: RtpSession
@@ -97,6 +112,7 @@ class _Call:
     done: Deferred[FlowResult] | None = None
     released: bool = False
     variables: dict[str, str] = field(default_factory=dict)
+    room: str | None = None
 
 
 class _ByeOwner:
@@ -148,6 +164,9 @@ class MediaServerUA:
         random: Callable[[int], bytes] = os.urandom,
         recordings: str | os.PathLike[str] | None = None,
         record_policy: str = "on_demand",
+        conferences: Conferences | None = None,
+        conference_max: int = 0,
+        conference_announce: bool = False,
     ) -> None:
         """
         @param reactor: the clock and (for the RTP sessions and, without
@@ -168,11 +187,21 @@ class MediaServerUA:
             calls cannot record).
         @param record_policy: C{on_demand} or C{always} (every call is
             recorded whole, stereo).
-        @raise ValueError: for an unknown C{record_policy}.
+        @param conferences: the conference rooms (default: a new
+            L{Conferences} on C{reactor}); ad-hoc C{conf-<room>} calls and
+            the flows' C{conference} nodes share them.
+        @param conference_max: the limit of an ad-hoc room created by a
+            C{conf-<room>} call (C{0}: none).
+        @param conference_announce: whether ad-hoc joins and leaves are
+            announced by a tone.
+        @raise ValueError: for an unknown C{record_policy} or a negative
+            C{conference_max}.
         """
         if record_policy not in RECORD_POLICIES:
             raise ValueError(f"record_policy must be one of {', '.join(RECORD_POLICIES)}, "
                              f"not {record_policy!r}")
+        if conference_max < 0:
+            raise ValueError(f"conference_max must be 0 (none) or more, not {conference_max}")
         self.reactor = reactor
         self.listen_address = listen
         self.flows = dict(flows)
@@ -193,6 +222,9 @@ class MediaServerUA:
         self.calls: dict[tuple[str, str], _Call] = {}
         self.answered: dict[int, int] = {}
         self.missing_prompts: set[str] = set()
+        self.conferences = conferences if conferences is not None else Conferences(reactor)
+        self.conference_max = conference_max
+        self.conference_announce = conference_announce
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -218,6 +250,7 @@ class MediaServerUA:
         """End every call (BYE), stop the transactions, close the listener."""
         for call in list(self.calls.values()):
             self._end(call, STOPPING_REASON)
+        self.conferences.close()
         closing: list[Deferred[Any]] = []
         if self.transactions is not None:
             self.transactions.stop()
@@ -275,7 +308,12 @@ class MediaServerUA:
     def _invite(self, request: Request, transaction: Any) -> None:
         name = request.uri.user_unescaped or ""
         flow = self.flows.get(name)
-        if flow is None:
+        room = None
+        if flow is None and name.startswith(CONFERENCE_PREFIX):
+            room = name[len(CONFERENCE_PREFIX):]
+            if not ROOM_NAME.match(room):
+                room = None
+        if flow is None and room is None:
             self._reply(transaction, request, 404, "Not Found")
             return
         if not request.body:
@@ -312,9 +350,11 @@ class MediaServerUA:
         media = MediaCall(self.reactor, self.prompts, telephone_event=result.telephone_event
                           is not None, end=lambda reason: self._end(call, reason),
                           missing=self.missing_prompts, tz=self.tz, label=request.call_id,
-                          recordings=recordings)
+                          recordings=recordings, conferences=self.conferences)
         answer = result.answer.to_bytes()
-        call = _Call(key, flow, request, dialog, rtp, port, origin, media, answer)
+        call = _Call(key, flow, request, dialog, rtp, port, origin, media, answer, room=room)
+        if room is not None:
+            self._join_adhoc(call, room, request.uri)
         try:
             call.variables = {"caller": request.from_.uri.user_unescaped or "",
                               "called": name, "tenant": request.from_.uri.host or ""}
@@ -335,6 +375,39 @@ class MediaServerUA:
             on_timeout=lambda: self._end(call, NO_ACK_REASON))
         call.retransmitter.start()
 
+    def _join_adhoc(self, call: _Call, room: str, uri: URI) -> None:
+        """Put a C{conf-<room>} call into its room before the 200.
+
+        Request-URI parameters: C{max=N} (1-1000) is this join's limit
+        (and the room's, when it creates it) instead of C{conference_max};
+        C{muted} joins listen-only.
+
+        @raise SIPError: C{400} for a bad C{max}, C{486} when the room is
+            full, C{503} when it cannot be joined otherwise (the media are
+            closed first).
+        """
+        limit = self.conference_max
+        params = uri.params
+        if "max" in params:
+            text = params.get("max") or ""
+            if not (text.isdigit() and 1 <= int(text) <= MAX_ROOM_LIMIT):
+                self._close_media(call.rtp, call.port)
+                raise SIPError(400, f"Bad max parameter (1-{MAX_ROOM_LIMIT})")
+            limit = int(text)
+        try:
+            call.media.join_room(room, announce=self.conference_announce,
+                                 max_participants=limit, muted="muted" in params)
+        except ConferenceError as error:
+            self._close_media(call.rtp, call.port)
+            warning = [("Warning", f'399 {self.media_address} "{error}"')]
+            if isinstance(error, RoomFull):
+                self.log.info("media server: {error}", error=str(error))
+                raise SIPError(486, "Busy Here", warning) from None
+            raise SIPError(503, "Service Unavailable", warning) from None
+        self.log.info("media server: {call_id} joined conference room {room} ({count} in it)",
+                      call_id=call.invite.call_id, room=room,
+                      count=len(call.media.member.room) if call.media.member else 0)
+
     def _sip_address(self) -> tuple[str, int]:
         if self._transport is not None:
             try:
@@ -352,6 +425,8 @@ class MediaServerUA:
         if call.run is not None or call.released:
             return
         self._record_always(call)
+        if call.flow is None:  # an ad-hoc conference call: in its room already
+            return
         call.run, call.done = run_flow(call.flow, call.media, actions=self.actions,
                                        clock=self.reactor, variables=call.variables)
         call.done.addCallback(self._flow_ended, call)
@@ -361,7 +436,8 @@ class MediaServerUA:
         recordings = call.media.recordings
         if recordings is None:
             return
-        policy = {**call.flow.variables, **call.variables}.get("record", "")
+        flow_variables = call.flow.variables if call.flow is not None else {}
+        policy = {**flow_variables, **call.variables}.get("record", "")
         if "always" not in (policy, self.record_policy):
             return
         try:
@@ -393,6 +469,7 @@ class MediaServerUA:
         return [("X-Recording", header_value(r)) for r in files]
 
     def _flow_ended(self, result: FlowResult, call: _Call) -> None:
+        assert call.flow is not None
         self.log.info("media server: flow {flow} of {call_id} ended: {outcome} ({detail})",
                       flow=call.flow.name, call_id=call.invite.call_id,
                       outcome=result.outcome, detail=result.detail)

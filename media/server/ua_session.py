@@ -26,6 +26,12 @@ Decisions:
     tick's sent and received frames go to it; a key press that ends a
     message recording is consumed by it; the call's end finishes every
     file.
+  - B{Conference} (L{Conferences}, when the user agent gives them): in a
+    room the call sends what the room mixes for it (a prompt being played
+    still comes first) and its received audio goes to the room; its keys
+    are not buffered for a later C{collect}: the leave key leaves, the mute
+    key toggles listen-only, the others are ignored.  The call's end
+    leaves the room.
 """
 
 from __future__ import annotations
@@ -35,10 +41,11 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from media.server.conference import ConferenceError, Conferences, Member
 from media.server.dtmf import DtmfEvent, TelephoneEventReceiver
 from media.server.goertzel import DtmfDetector
 from media.server.ivr_session import (
@@ -87,7 +94,8 @@ def reason_for_cause(cause: str) -> str:
 
 
 class MediaCall:
-    """The IVR L{Session} of one answered call (also an C{EchoSession}).
+    """The IVR L{Session} of one answered call (also an C{EchoSession} and a
+    C{ConferenceSession}).
 
     The user agent builds it, sets it as the RTP session's C{source},
     C{on_audio} and C{on_event} (L{next_frame}, L{audio_received},
@@ -111,6 +119,7 @@ class MediaCall:
         tz: datetime.tzinfo | None = None,
         label: str = "",
         recordings: CallRecordings | None = None,
+        conferences: Conferences | None = None,
     ) -> None:
         """
         @param clock: the reactor's clock (collect timeouts, C{now}).
@@ -127,6 +136,8 @@ class MediaCall:
         @param label: a name for logs (the Call-ID).
         @param recordings: the call's recordings (C{None}: this call
             cannot record).
+        @param conferences: the rooms this call may join (C{None}: it
+            cannot join any).
         """
         self._clock = clock
         self._prompts = prompts
@@ -147,6 +158,11 @@ class MediaCall:
         self._echo: Deferred[None] | None = None
         self._echo_frames: deque[bytes] = deque(maxlen=ECHO_DEPTH)
         self._closed = False
+        self.conferences = conferences
+        self.member: Member | None = None
+        self._in_room: Deferred[str] | None = None
+        self._leave_digit = ""
+        self._mute_digit = ""
 
     # -- media callbacks --------------------------------------------------------------
 
@@ -166,6 +182,9 @@ class MediaCall:
                 return frame
             self._play_done(None)
             return None
+        member = self.member
+        if member is not None:
+            return member.next_frame()
         if self._echo is not None and self._echo_frames:
             return self._echo_frames.popleft()
         return None
@@ -176,6 +195,8 @@ class MediaCall:
             self.recordings.received(frame)
         if self.detector is not None:
             self.detector.frame(frame)
+        if self.member is not None:
+            self.member.received(frame)
         if self._echo is not None and len(frame) == FRAME_BYTES:
             self._echo_frames.append(frame)
 
@@ -191,6 +212,9 @@ class MediaCall:
         digit = event if isinstance(event, str) else event.digit
         self.digits.append(digit)
         if self.recordings is not None and self.recordings.key(digit):
+            return
+        if self.member is not None:
+            self._room_key(digit)
             return
         if self._playing is not None:
             if self._barge_in:
@@ -254,6 +278,66 @@ class MediaCall:
         self._echo = d = Deferred(cancelled)
         return d
 
+    def join_room(self, room: str, *, muted: bool = False, announce: bool = False,
+                  max_participants: int = 0) -> Member:
+        """Join a conference room now (an ad-hoc C{conf-<room>} call).
+
+        @raise ConferenceError: when conferencing is not configured, the
+            call is in a room already or has ended, or the room cannot be
+            joined (L{RoomFull}, L{BadRoomName}).
+        """
+        if self.conferences is None:
+            raise ConferenceError("conferencing is not configured on this media server")
+        if self.member is not None:
+            raise ConferenceError(f"the call is in room {self.member.room.name!r} already")
+        if self.ended is not None:
+            raise ConferenceError("the call has ended")
+        self._buffer.clear()
+        self.member = self.conferences.join(room, self, muted=muted,
+                                            max_participants=max_participants,
+                                            announce=announce)
+        return self.member
+
+    def conference(self, room: str, *, muted: bool = False, announce: bool = True,
+                   max_participants: int = 0, leave_digit: str = "",
+                   mute_digit: str = "") -> Deferred[str]:
+        """Join room C{room} until C{leave_digit} (see
+        L{ConferenceSession.conference})."""
+        if self.ended is not None:
+            return _hung_up()
+        try:
+            self.join_room(room, muted=muted, announce=announce,
+                           max_participants=max_participants)
+        except ConferenceError as error:
+            return fail(error)
+        self._leave_digit = leave_digit
+        self._mute_digit = mute_digit
+        self._in_room = d = Deferred(lambda _: self._leave())
+        return d
+
+    def leave_room(self, digit: str = "") -> None:
+        """Leave the room the call is in (idempotent); a pending
+        L{conference} fires with C{digit}."""
+        waiting = self._in_room
+        self._leave()
+        if waiting is not None and not waiting.called:
+            waiting.callback(digit)
+
+    def _leave(self) -> None:
+        member, self.member = self.member, None
+        self._in_room = None
+        if member is not None:
+            member.leave()
+
+    def _room_key(self, digit: str) -> None:
+        """A key pressed in a room: leave, toggle mute, or nothing."""
+        member = self.member
+        assert member is not None
+        if self._leave_digit and digit == self._leave_digit:
+            self.leave_room(digit)
+        elif self._mute_digit and digit == self._mute_digit:
+            member.muted = not member.muted
+
     def record(self, max_ms: int, stop_digits: str) -> Deferred[RecordedMessage]:
         """Record the caller's message (see L{CallRecordings.record}).
 
@@ -302,13 +386,17 @@ class MediaCall:
         self._player = None
         collector, self._collector = self._collector, None
         echo, self._echo = self._echo, None
+        in_room, self._in_room = self._in_room, None
+        member, self.member = self.member, None
+        if member is not None:
+            member.leave()
         self._buffer.clear()
         self.close_recordings(hung_up=error is not None)
         self.events.close()
         if self.detector is not None:
             self.detector = None
         if error is None:
-            for pending in (playing, echo):
+            for pending in (playing, echo, in_room):
                 if pending is not None and not pending.called:
                     pending.cancel()
             if collector is not None and not collector.done:
@@ -316,7 +404,7 @@ class MediaCall:
             return
         if collector is not None:
             collector.caller_hung_up()
-        for pending in (playing, echo):
+        for pending in (playing, echo, in_room):
             if pending is not None and not pending.called:
                 pending.errback(error)
 

@@ -82,12 +82,23 @@ def _ordinal_word(n: int) -> str:
     return _cardinal_word(n) + "sten"
 
 
+#: The conference flow's prompts (media/server/flows/conference.toml).
+_CONFERENCE = {
+    "conference-enter-room": "Bitte geben Sie die Nummer des Konferenzraums ein, "
+                             "gefolgt von der Raute-Taste.",
+    "conference-full": "Diese Konferenz ist leider voll. Bitte versuchen Sie es später noch "
+                       "einmal.",
+    "conference-left": "Sie haben die Konferenz verlassen. Auf Wiederhören.",
+}
+
+
 def _catalogue() -> dict[str, str]:
     """Every German prompt name and its words."""
     prompts = {str(n): _cardinal_word(n) for n in range(100)}
     prompts.update({f"ord-{n}": _ordinal_word(n) for n in range(1, 32)})
     prompts.update({f"month-{n}": word for n, word in enumerate(_MONTHS, start=1)})
     prompts.update(_WORDS)
+    prompts.update(_CONFERENCE)
     return prompts
 
 

@@ -50,6 +50,14 @@ _UNITS = {"hour": "hours", "minute": "minutes", "second": "seconds"}
 _SCALES = ((10**9, "billion"), (10**6, "million"), (1000, "thousand"))
 
 
+#: The conference flow's prompts (media/server/flows/conference.toml).
+_CONFERENCE = {
+    "conference-enter-room": "Please enter the conference room number, followed by the hash key.",
+    "conference-full": "Sorry, this conference is full. Please try again later.",
+    "conference-left": "You have left the conference. Goodbye.",
+}
+
+
 def _catalogue() -> dict[str, str]:
     """Every English prompt name and its words."""
     prompts = {str(n): word for n, word in enumerate(_ONES)}
@@ -63,6 +71,7 @@ def _catalogue() -> dict[str, str]:
         prompts.update({major: major, majors: majors, minor: minor, minors: minors})
     for singular, plural in _UNITS.items():
         prompts.update({singular: singular, plural: plural})
+    prompts.update(_CONFERENCE)
     return prompts
 
 

@@ -245,7 +245,7 @@ class ProblemTests(SynchronousTestCase):
         self.assertProblems(
             changed('type = "hangup"', 'type = "hang_up"'),
             "node 'bye', field 'type': unknown node type 'hang_up' (one of play, collect, "
-            "branch, set, action, transfer, hangup)",
+            "branch, set, action, transfer, hangup, conference)",
         )
 
     def test_missing_type(self) -> None:
@@ -253,7 +253,7 @@ class ProblemTests(SynchronousTestCase):
         self.assertProblems(
             changed('type = "hangup"\n', ""),
             "node 'bye', field 'type': is required (one of play, collect, branch, set, "
-            "action, transfer, hangup)",
+            "action, transfer, hangup, conference)",
         )
 
     def test_unknown_field(self) -> None:
