@@ -17,7 +17,9 @@ table per node, each with a C{type}:
     variables, the digits of another variable, concatenated.  Never eval.
   - C{action}: call a named action registered by a plugin, store its result
     in C{result}, go to C{next} (C{on_error} when it fails or times out).
-  - C{transfer}: hand the call to a number or URI (an expression).
+  - C{transfer}: hand the call to a number or URI (an expression),
+    waiting C{timeout} seconds at most for the outcome; C{on_error} when
+    it failed with the caller still there.
   - C{hangup}: end the call, with an optional C{cause}.
   - C{conference}: join a conference room (C{room}, an expression) until
     the caller hangs up, or presses C{leave_digit} (then C{next});

@@ -308,13 +308,19 @@ def _action(f: Fields) -> Node:
     )
 
 
+#: The longest C{timeout} of a transfer node (seconds).
+MAX_TRANSFER_TIMEOUT = 600
+
+
 def _transfer(f: Fields) -> Node:
     target = f.expression("target")
     if target and all(t.kind == "literal" for t in target):
         text = evaluate(target, {})
         if not (_NUMBER.match(text) or _URI.match(text)):
             f.problem("target", f"{text!r} is neither a number nor a sip:, sips: or tel: URI")
-    return TransferNode(f.node, target=target, on_error=f.edge("on_error", required=False))
+    timeout = f.number("timeout", 0.0, 1, MAX_TRANSFER_TIMEOUT) or None
+    return TransferNode(f.node, target=target, on_error=f.edge("on_error", required=False),
+                        timeout=timeout)
 
 
 #: The largest C{max_participants} of a conference node.

@@ -308,10 +308,19 @@ class ActionNode(Node):
 
 @dataclass(frozen=True)
 class TransferNode(Node):
-    """Hand the call to a number or URI; the flow ends there."""
+    """Hand the call to a number or URI; the flow ends there when it worked.
+
+    @ivar target: the number or URI (an expression).
+    @ivar on_error: the node taken when the transfer failed and the caller
+        is still in the call; without it the call is hung up (cause
+        C{transfer_failed}).
+    @ivar timeout: seconds to wait for the transfer's outcome (C{None}:
+        the session's default).
+    """
 
     target: tuple[Term, ...] = ()
     on_error: str | None = None
+    timeout: float | None = None
     type = "transfer"
 
     def edges(self) -> Iterator[tuple[str, str]]:

@@ -5,7 +5,10 @@ L{FlowResult}; its C{outcome} says how:
 
   - C{hangup}: a C{hangup} node (or a C{collect} out of retries with no
     target: cause C{no_input} or C{invalid_input}) hung the call up.
-  - C{transfer}: a C{transfer} node handed the call on.
+  - C{transfer}: a C{transfer} node handed the call on.  A transfer
+    that failed with the caller still there goes to the node's
+    C{on_error} (or hangs up with cause C{transfer_failed}); one with no
+    outcome in time hangs up with cause C{transfer_timeout}.
   - C{caller_hangup}: the caller went away (a session operation failed
     with L{CallerHungUp}, or the owner called L{FlowRun.stop}); the
     pending operation is cancelled and the session is not called again.
@@ -61,6 +64,8 @@ from media.server.ivr_session import (
     SayDuration,
     SayNumber,
     Session,
+    TransferFailed,
+    TransferTimedOut,
 )
 
 __all__ = ["FlowResult", "FlowRun", "FlowRuntimeError", "Outcome", "run_flow"]
@@ -341,20 +346,37 @@ class FlowRun:
         return node.next
 
     async def _transfer(self, node: TransferNode) -> str | None:
+        """Hand the call on.  A L{TransferFailed} goes to C{on_error} (the
+        caller is still there), or hangs up with cause C{transfer_failed}
+        without one; a L{TransferTimedOut} always hangs up (cause
+        C{transfer_timeout}); another failure is a flow error without
+        C{on_error}."""
         target = evaluate(node.target, self.variables)
         if not target:
             raise FlowRuntimeError(node.name, "target", "evaluates to an empty target")
         try:
-            await self._wait(self.session.transfer(target))
+            if node.timeout is None:
+                pending = self.session.transfer(target)
+            else:
+                pending = self.session.transfer(target, timeout=node.timeout)  # type: ignore[call-arg]
+            await self._wait(pending)
         except (_Ended, CallerHungUp):
             raise
         except Exception as e:
-            if node.on_error is None:
-                raise FlowRuntimeError(
-                    node.name, "target", f"transfer to {target} failed: {e}"
-                ) from e
-            self.variables["last_error"] = f"transfer to {target} failed: {e}"
-            return node.on_error
+            text = f"transfer to {target} failed: {e}"
+            if isinstance(e, TransferTimedOut):
+                cause = "transfer_timeout"
+            elif node.on_error is not None:
+                self.log.info("IVR {text} in node {node}", text=text, node=node.name)
+                self.variables["last_error"] = text
+                return node.on_error
+            elif isinstance(e, TransferFailed):
+                cause = "transfer_failed"
+            else:
+                raise FlowRuntimeError(node.name, "target", text) from e
+            self.variables["last_error"] = text
+            await self._wait(self.session.hangup(cause))
+            raise _Ended("hangup", cause) from None
         raise _Ended("transfer", target)
 
     async def _conference(self, node: ConferenceNode) -> str | None:

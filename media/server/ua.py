@@ -20,9 +20,20 @@ is C{sip:<flow>@127.0.0.1:<port>} (see C{media/server/plugin.py}).
     errors are answered with their own code); an empty INFO gets C{200}.
   - B{re-INVITE} / B{UPDATE} with an offer: renegotiated on the same port
     (the C{o=} version grows); without one, the last answer again.
-  - B{the flow's end}: the session's C{hangup} or C{transfer} sends a BYE
-    with a C{Reason} (L{reason_for_cause}); the user agent reports each
-    run's L{FlowResult} to C{on_result}.
+  - B{the flow's end}: the session's C{hangup} sends a BYE with a
+    C{Reason} (L{reason_for_cause}); the user agent reports each run's
+    L{FlowResult} to C{on_result}.
+  - B{Transfer} (the C{transfer} node): a B{REFER} in the call's dialog
+    (RFC 3515): C{Refer-To: <sip:N@DOMAIN>} (L{refer_target}; DOMAIN is
+    the From host of the INVITE), C{Referred-By} our own URI; a
+    L{Referral} follows it.  The C{Event: refer} NOTIFYs are answered
+    C{200} (C{400} for a body that is not a sipfrag; C{489} for another
+    event, C{481} when no REFER was sent).  A final 2xx sipfrag: the run
+    ends C{transfer} and the user agent waits for the switch's BYE
+    (L{TRANSFERRED_BYE_WAIT} at most, then sends its own); a failure goes
+    back to the flow (C{on_error}); a C{405}/C{501} to the REFER falls
+    back to a BYE naming the target; no final status within
+    C{transfer_timeout} seconds (or the node's C{timeout}) hangs up.
   - B{Recording} (with a C{recordings} directory): each call gets its
     L{CallRecordings}; the whole call is recorded (stereo) from the ACK on
     when the call's policy is C{always} (the flow variable C{record}, or
@@ -51,7 +62,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.defer import Deferred, DeferredList, fail, succeed
 from twisted.logger import Logger
 
 from b2bua.core.leg import target_for_uri
@@ -72,18 +83,24 @@ from media.server.g711 import PCMU
 from media.server.ivr import Flow
 from media.server.ivr_actions import ActionRegistry
 from media.server.ivr_runtime import FlowResult, FlowRun, run_flow
+from media.server.ivr_session import TransferFailed
 from media.server.negotiation import NotAcceptableHere, make_origin, negotiate
 from media.server.prompts import PromptSet
 from media.server.recorder import Recording, RecordingError
 from media.server.recording import RECORD_POLICIES, CallRecordings, header_value
+from media.server.refer import DEFAULT_TRANSFER_TIMEOUT, Referral, answer_notify, refer_target
 from media.server.rtp_session import RtpSession
 from media.server.ua_session import MediaCall, reason_for_cause
 
-__all__ = ["ALLOWED", "CONFERENCE_PREFIX", "NO_ACK_REASON", "STOPPING_REASON", "MediaServerUA",
-           "reason_for_cause"]
+__all__ = ["ALLOWED", "CONFERENCE_PREFIX", "NO_ACK_REASON", "STOPPING_REASON",
+           "TRANSFERRED_BYE_WAIT", "TRANSFERRED_REASON", "MediaServerUA", "reason_for_cause"]
 
 #: The methods the media server answers.
-ALLOWED = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "UPDATE")
+ALLOWED = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "UPDATE", "NOTIFY")
+#: Seconds a transferred call waits for the switch's BYE before sending its own.
+TRANSFERRED_BYE_WAIT = 32.0
+#: The Reason of that BYE.
+TRANSFERRED_REASON = 'SIP;cause=200;text="Call transferred"'
 #: The Reason of the BYE when no ACK came for the 200.
 NO_ACK_REASON = 'SIP;cause=408;text="no ACK"'
 #: The Request-URI user prefix of ad-hoc conference rooms (C{conf-<room>}).
@@ -113,6 +130,8 @@ class _Call:
     released: bool = False
     variables: dict[str, str] = field(default_factory=dict)
     room: str | None = None
+    referral: Referral | None = None
+    bye_wait: Any = None
 
 
 class _ByeOwner:
@@ -142,6 +161,7 @@ class MediaServerUA:
     @ivar transactions: the L{TransactionLayer} (once started).
     @ivar answered: final responses sent to INVITEs, by code.
     @ivar missing_prompts: prompt names already logged as missing.
+    @ivar transfers: transfers (REFERs sent) by outcome, and bad NOTIFYs.
     """
 
     log = Logger()
@@ -167,6 +187,7 @@ class MediaServerUA:
         conferences: Conferences | None = None,
         conference_max: int = 0,
         conference_announce: bool = False,
+        transfer_timeout: float = DEFAULT_TRANSFER_TIMEOUT,
     ) -> None:
         """
         @param reactor: the clock and (for the RTP sessions and, without
@@ -194,14 +215,18 @@ class MediaServerUA:
             C{conf-<room>} call (C{0}: none).
         @param conference_announce: whether ad-hoc joins and leaves are
             announced by a tone.
-        @raise ValueError: for an unknown C{record_policy} or a negative
-            C{conference_max}.
+        @param transfer_timeout: seconds a transfer waits for its final
+            status (a C{transfer} node's C{timeout} overrides it).
+        @raise ValueError: for an unknown C{record_policy}, a negative
+            C{conference_max} or a C{transfer_timeout} that is not positive.
         """
         if record_policy not in RECORD_POLICIES:
             raise ValueError(f"record_policy must be one of {', '.join(RECORD_POLICIES)}, "
                              f"not {record_policy!r}")
         if conference_max < 0:
             raise ValueError(f"conference_max must be 0 (none) or more, not {conference_max}")
+        if not transfer_timeout > 0:
+            raise ValueError(f"transfer_timeout must be positive, not {transfer_timeout}")
         self.reactor = reactor
         self.listen_address = listen
         self.flows = dict(flows)
@@ -225,6 +250,10 @@ class MediaServerUA:
         self.conferences = conferences if conferences is not None else Conferences(reactor)
         self.conference_max = conference_max
         self.conference_announce = conference_announce
+        self.transfer_timeout = transfer_timeout
+        #: transfers by how they ended (L{Referral.outcome}); C{bad_notify}
+        #: counts NOTIFYs answered 400, 481 or 489.
+        self.transfers: dict[str, int] = {}
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -350,7 +379,8 @@ class MediaServerUA:
         media = MediaCall(self.reactor, self.prompts, telephone_event=result.telephone_event
                           is not None, end=lambda reason: self._end(call, reason),
                           missing=self.missing_prompts, tz=self.tz, label=request.call_id,
-                          recordings=recordings, conferences=self.conferences)
+                          recordings=recordings, conferences=self.conferences,
+                          refer=lambda target, timeout: self._refer(call, target, timeout))
         answer = result.answer.to_bytes()
         call = _Call(key, flow, request, dialog, rtp, port, origin, media, answer, room=room)
         if room is not None:
@@ -478,8 +508,13 @@ class MediaServerUA:
                 self.on_result(call.flow, result)
             except Exception:
                 self.log.failure("media server: on_result failed")
-        if not call.released:  # a run always hangs up or transfers; be sure
-            call.media.hangup("normal")
+        if call.released:
+            return
+        if call.media.transferred:  # the switch hangs up; in case it does not:
+            call.bye_wait = self.reactor.callLater(TRANSFERRED_BYE_WAIT, self._end, call,
+                                                   TRANSFERRED_REASON)
+            return
+        call.media.hangup("normal")  # a run always hangs up or transfers; be sure
 
     # -- in the dialog ----------------------------------------------------------------
 
@@ -502,6 +537,8 @@ class MediaServerUA:
                 self._reply(transaction, request, 200)
         elif method in ("INVITE", "UPDATE"):
             self._reoffer(call, request, transaction)
+        elif method == "NOTIFY":
+            self._notify(call, request, transaction)
         elif method == "OPTIONS":
             self._reply(transaction, request, 200, headers=[("Allow", ", ".join(ALLOWED))])
         else:
@@ -536,6 +573,53 @@ class MediaServerUA:
                 self.reactor, lambda: transaction.respond(response), self.timers)
             call.retransmitter.start()
 
+    # -- transfer ---------------------------------------------------------------------
+
+    def _refer(self, call: _Call, target: str, timeout: float | None) -> Deferred[None]:
+        """Send a REFER for C{target} in the call's dialog; its L{Referral}'s
+        Deferred (see L{MediaCall.transfer})."""
+        if call.referral is not None and not call.referral.done:
+            return fail(TransferFailed(491, "a transfer is in progress"))
+        try:
+            uri = refer_target(target, call.variables.get("tenant") or self.media_address)
+        except ValueError as error:
+            return fail(error)
+        own = NameAddress(call.dialog.local_uri.uri.copy())
+        referral = Referral(self.reactor, timeout=timeout or self.transfer_timeout,
+                            label=call.invite.call_id)
+        call.referral = referral
+        referral.deferred.addBoth(self._transfer_ended, call, referral)
+        try:
+            request, hop = call.dialog.create_request(
+                "REFER", headers=[("Refer-To", f"<{uri}>"), ("Referred-By", str(own))])
+            referral.event_id = str(request.cseq.number)
+            if self.transactions is None:
+                raise TransportError("the media server is not started")
+            self.log.info("media server: {call_id} REFER to {uri}",
+                          call_id=call.invite.call_id, uri=str(uri))
+            self.transactions.send_request(request, target_for_uri(hop), referral)
+        except (SIPError, TransportError, ValueError) as error:
+            self.log.warn("media server: cannot send the REFER of {call_id}: {error}",
+                          call_id=call.invite.call_id, error=error)
+            referral.transaction_failed(None, error)
+        return referral.deferred
+
+    def _transfer_ended(self, result: Any, call: _Call, referral: Referral) -> Any:
+        """Count a transfer's outcome and log it; pass the result on."""
+        outcome = referral.outcome
+        self.transfers[outcome] = self.transfers.get(outcome, 0) + 1
+        self.log.info("media server: transfer of {call_id}: {outcome} ({status})",
+                      call_id=call.invite.call_id, outcome=outcome, status=referral.status)
+        return result
+
+    def _notify(self, call: _Call, request: Request, transaction: Any) -> None:
+        """A NOTIFY: the progress of our REFER (RFC 3515 2.4.4)."""
+        code, reason = answer_notify(call.referral, request)
+        if code >= 300:
+            self.transfers["bad_notify"] = self.transfers.get("bad_notify", 0) + 1
+        headers = [("Allow-Events", "refer")] if code == 489 else None
+        self._reply(transaction, request, code, reason, headers)
+
     # -- the end ----------------------------------------------------------------------
 
     def _caller_hung_up(self, call: _Call) -> None:
@@ -563,6 +647,12 @@ class MediaServerUA:
         if call.retransmitter is not None:
             call.retransmitter.stop()
             call.retransmitter = None
+        if call.referral is not None and not call.referral.done:
+            call.referral.stop()  # the call ended while the transfer ran
+            self.transfers["given_up"] = self.transfers.get("given_up", 0) + 1
+        if call.bye_wait is not None and call.bye_wait.active():
+            call.bye_wait.cancel()
+        call.bye_wait = None
         call.dialog.terminate()
         self.calls.pop(call.key, None)
         by_flow = call.media.ended is not None  # the flow hung up or transferred

@@ -5,8 +5,9 @@ L{RtpSession} (opened by the user agent), a L{Player} fed into it 20 ms
 at a time, the DTMF receivers (RFC 4733 events, SIP INFO, and in-band
 Goertzel detection only when no telephone-event was negotiated) feeding a
 L{DigitCollector}, and the echo loop.  It knows nothing of SIP: ending the
-call (C{hangup}, C{transfer}) goes through the C{end} callback the user
-agent gives it, which sends the BYE.
+call (C{hangup}) goes through the C{end} callback the user agent gives it,
+which sends the BYE, and a transfer through its C{refer} callback, which
+sends a REFER (C{media/server/refer.py}).
 
 Decisions:
 
@@ -32,6 +33,14 @@ Decisions:
     are not buffered for a later C{collect}: the leave key leaves, the mute
     key toggles listen-only, the others are ignored.  The call's end
     leaves the room.
+  - B{Transfer} (with a C{refer} callback): while the transfer is pending
+    the caller hears silence (nothing is played; keys are kept for a later
+    C{collect}); success leaves the call up, silent, for the switch to
+    hang up; a L{TransferFailed} leaves the caller in the flow (the cause
+    of a later C{transfer_failed} hang-up is its status); a peer that
+    does not take REFER (L{ReferNotSupported}) gets the old behaviour: a
+    BYE whose C{Reason} names the target.  Without C{refer}, always the
+    old behaviour.
 """
 
 from __future__ import annotations
@@ -57,11 +66,13 @@ from media.server.ivr_session import (
     SayDigits,
     SayDuration,
     SayNumber,
+    TransferFailed,
 )
 from media.server.pcm import FRAME_BYTES, RATE
 from media.server.prompts import MissingPrompt, Player, PromptSet
 from media.server.recorder import Recording, RecordingError
 from media.server.recording import CallRecordings, RecordedMessage
+from media.server.refer import ReferNotSupported
 from media.server.rtp_packet import RtpPacket
 from media.server.wav import Audio
 
@@ -78,7 +89,7 @@ ECHO_DEPTH = 10
 _SILENCE = Audio(bytes(MISSING_PROMPT_MS * RATE // 1000 * 2))
 
 #: Q.850 cause values for the flow's hangup causes (RFC 3326 Reason).
-_Q850 = {"flow_error": 41, "flow_runaway": 41, "flow_timeout": 102}
+_Q850 = {"flow_error": 41, "flow_runaway": 41, "flow_timeout": 102, "transfer_timeout": 102}
 
 
 def reason_for_cause(cause: str) -> str:
@@ -86,8 +97,8 @@ def reason_for_cause(cause: str) -> str:
 
     Every cause is a normal clearing (Q.850 16) with the cause word as
     text, except the interpreter's own failures: C{flow_error} and
-    C{flow_runaway} (41, temporary failure) and C{flow_timeout} (102,
-    recovery on timer expiry).
+    C{flow_runaway} (41, temporary failure) and C{flow_timeout} and
+    C{transfer_timeout} (102, recovery on timer expiry).
     """
     text = "".join(c for c in cause if c.isalnum() or c in "_-.") or "normal"
     return f'Q.850;cause={_Q850.get(cause, 16)};text="{text}"'
@@ -120,6 +131,7 @@ class MediaCall:
         label: str = "",
         recordings: CallRecordings | None = None,
         conferences: Conferences | None = None,
+        refer: Callable[[str, float | None], Deferred[None]] | None = None,
     ) -> None:
         """
         @param clock: the reactor's clock (collect timeouts, C{now}).
@@ -138,6 +150,9 @@ class MediaCall:
             cannot record).
         @param conferences: the rooms this call may join (C{None}: it
             cannot join any).
+        @param refer: C{refer(target, timeout)} asks the peer to transfer
+            the caller (see L{transfer}); C{None}: a transfer ends the call
+            with a BYE naming the target.
         """
         self._clock = clock
         self._prompts = prompts
@@ -163,6 +178,10 @@ class MediaCall:
         self._in_room: Deferred[str] | None = None
         self._leave_digit = ""
         self._mute_digit = ""
+        self._refer = refer
+        self._transferring: Deferred[None] | None = None
+        self.transferred = False
+        self.transfer_error: TransferFailed | None = None
 
     # -- media callbacks --------------------------------------------------------------
 
@@ -250,14 +269,72 @@ class MediaCall:
             collector.digit_received(self._buffer.popleft())
         return collector.deferred
 
-    def transfer(self, target: str) -> None:
-        """Hand the call on: the media server ends the call with a C{Reason}
-        naming the target (C{SIP;cause=302}); see C{docs/media-server.md}."""
+    def transfer(self, target: str, timeout: float | None = None) -> Deferred[None] | None:
+        """Hand the call on (see L{Session.transfer}).
+
+        With a C{refer} callback: the REFER's outcome; the caller hears
+        silence meanwhile.  Fires with C{None} once the peer reported
+        success (L{transferred}; the call stays up until the peer hangs
+        up); fails with L{TransferFailed} (the caller is still here) or
+        L{TransferTimedOut}.  When the peer does not take REFER
+        (L{ReferNotSupported}), and without C{refer}: the call ends with a
+        BYE whose C{Reason} names the target (C{SIP;cause=302}).
+
+        @param timeout: seconds to wait for the outcome (C{None}: the
+            C{refer} callback's default).
+        """
+        if self.ended is not None:
+            return _hung_up()
+        if self._refer is None:
+            self._finish_as_moved(target)
+            return None
+        self._buffer.clear()
+        self._stop_player()
+        self.transfer_error = None
+        pending = self._refer(target, timeout)
+        outer: Deferred[None] = Deferred(lambda _: pending.cancel())
+        self._transferring = outer
+
+        def succeeded(_: object) -> None:
+            if self._transferring is outer:
+                self._transferring = None
+            if not outer.called:
+                self.transferred = True
+                outer.callback(None)
+
+        def failed(failure: Any) -> None:
+            if self._transferring is outer:
+                self._transferring = None
+            if outer.called:
+                return
+            error = failure.value
+            if isinstance(error, ReferNotSupported):
+                self.log.info("media server: {call} does not take REFER ({error}); ending the "
+                              "call instead", call=self.label, error=str(error))
+                self._finish_as_moved(target)
+                outer.callback(None)
+                return
+            if isinstance(error, TransferFailed):
+                self.transfer_error = error
+            outer.errback(failure)
+
+        pending.addCallbacks(succeeded, failed)
+        return outer
+
+    def _finish_as_moved(self, target: str) -> None:
+        """End the call with a BYE whose C{Reason} names the target."""
         text = "".join(c for c in target if c.isprintable() and c not in '"\\')[:128]
         self._finish(f'SIP;cause=302;text="transfer {text}"')
 
     def hangup(self, cause: str) -> None:
-        """End the call with a BYE carrying L{reason_for_cause}."""
+        """End the call with a BYE carrying L{reason_for_cause}; after a
+        failed transfer, cause C{transfer_failed} carries the transfer's
+        status instead (C{SIP;cause=486;text="transfer failed: Busy Here"})."""
+        error = self.transfer_error
+        if cause == "transfer_failed" and error is not None:
+            text = "".join(c for c in error.reason if c.isprintable() and c not in '"\\')[:96]
+            self._finish(f'SIP;cause={error.code};text="transfer failed: {text}"')
+            return
         self._finish(reason_for_cause(cause))
 
     def now(self) -> datetime.datetime:
@@ -387,6 +464,7 @@ class MediaCall:
         collector, self._collector = self._collector, None
         echo, self._echo = self._echo, None
         in_room, self._in_room = self._in_room, None
+        transferring, self._transferring = self._transferring, None
         member, self.member = self.member, None
         if member is not None:
             member.leave()
@@ -396,7 +474,7 @@ class MediaCall:
         if self.detector is not None:
             self.detector = None
         if error is None:
-            for pending in (playing, echo, in_room):
+            for pending in (playing, echo, in_room, transferring):
                 if pending is not None and not pending.called:
                     pending.cancel()
             if collector is not None and not collector.done:
@@ -404,7 +482,7 @@ class MediaCall:
             return
         if collector is not None:
             collector.caller_hung_up()
-        for pending in (playing, echo, in_room):
+        for pending in (playing, echo, in_room, transferring):
             if pending is not None and not pending.called:
                 pending.errback(error)
 

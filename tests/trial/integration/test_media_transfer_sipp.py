@@ -1,0 +1,121 @@
+"""The media server's IVR transferring a real sipp caller through the switch.
+
+C{twistd -n b2bua} runs with the media server and the flow
+C{ms_flows/transfer_to_1002.toml} on extension 7125: a C{transfer} node
+whose target is demo extension 1002.  Three parties:
+
+  - A (demo extension 1000, C{uac_transferred.xml}) dials 7125, answers the
+    407, is answered by the media server, then accepts the switch's
+    re-INVITE carrying C's media (port 6002 of C{uas_answer.xml}:
+    checked), talks a second and hangs up;
+  - the media server (the B leg) sends REFER C{Refer-To:
+    <sip:1002@127.0.0.1>}, gets 202 and the NOTIFYs, and is hung up by the
+    switch once the transfer is done;
+  - C (extension 1002, registered, C{uas_answer.xml}) gets the transfer's
+    INVITE, answers, and gets the BYE when A hangs up.
+
+The test requires both sipps to complete, the switch's log to show the
+media server's transfer, and the CDRs the transfer page describes: A to
+7125 ended C{transferred}, A to 1002 ended by A.  Loopback only; every
+sipp is bounded (C{-m 1}, short receive timeouts).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from twisted.internet import reactor
+from twisted.internet.defer import ensureDeferred
+
+from tests.trial.integration.sipp import (
+    free_port,
+    run_sipp,
+    run_sipp_uas,
+    scenario,
+    wait_for_port,
+)
+from tests.trial.integration.test_media_server_sipp import MediaServerCase
+
+TIMEOUT = 25.0
+EXTENSION = "7125"
+
+CONFIG = """
+[sip]
+listen = ["udp:127.0.0.1:{port}", "tcp:127.0.0.1:{port}"]
+digest_algorithms = ["MD5", "SHA-256"]
+digest_check_uri = false
+
+[core]
+drain_timeout = 2
+
+[oam]
+listen = "tcp:{oam}:interface=127.0.0.1"
+
+[storage]
+database = "sqlite:///{database}"
+
+[plugins.media_server]
+enabled = true
+listen = "127.0.0.1:{ms_port}"
+prompts = "{folder}/no-prompts"
+port_min = {rtp}
+port_max = {rtp_max}
+flows = "{flows}"
+extensions = {{ "{extension}" = "transfer_to_1002" }}
+"""
+
+
+class MediaTransferWithSippTests(MediaServerCase):
+    """An IVR flow transfers a sipp caller to a registered sipp phone."""
+
+    timeout = 90
+    config_template = CONFIG
+    extension = EXTENSION
+
+    @property
+    def target(self) -> str:
+        """The switch's SIP address."""
+        return f"127.0.0.1:{self.port}"
+
+    async def _transfer(self) -> None:
+        c_port = free_port("udp")
+        registered = await run_sipp(
+            reactor, scenario("register_contact.xml"), self.target, "u1",
+            ["-s", "1002", "-au", "1002", "-ap", "1234"],
+            timeout=TIMEOUT, local_port=c_port, sipp=self.sipp)
+        self.assertTrue(registered.ok, registered.describe())
+        target = run_sipp_uas(
+            reactor, scenario("uas_answer.xml"), c_port, "u1",
+            ["-d", "200", "-mp", str(free_port("udp"))],
+            timeout=TIMEOUT, recv_timeout=10.0, sipp=self.sipp)
+        await wait_for_port(reactor, c_port, "udp", ended=target)
+        caller = await run_sipp(
+            reactor, scenario("uac_transferred.xml"), self.target, "u1",
+            ["-s", EXTENSION, "-au", "1000", "-ap", "1234", "-set", "caller", "1000",
+             "-d", "1000", "-mp", str(free_port("udp"))],
+            timeout=TIMEOUT, recv_timeout=10.0, sipp=self.sipp)
+        results = {"A (caller)": caller, "C (target)": await target}
+        failed = [f"{who}: {result.describe()}" for who, result in results.items()
+                  if not result.ok]
+        self.assertEqual(failed, [], "\n".join(failed) + "\n" + self.output[-4000:])
+        await self.stop_switch()
+        log = self.output
+        self.assertIn("REFER to sip:1002@127.0.0.1", log)
+        self.assertRegex(log, r"media server: transfer of \S+: transferred \(\(200, ")
+        self.assertRegex(log, r"flow transfer_to_1002 of \S+ ended: transfer \(1002\)")
+        database = self.folder / "var" / "b2bua.db"
+        with sqlite3.connect(database) as db:
+            rows = db.execute("SELECT caller, callee, disposition, breakdown FROM cdrs "
+                              "ORDER BY id").fetchall()
+        self.assertEqual(
+            [(caller, callee, disposition, json.loads(breakdown)["disconnect"])
+             for caller, callee, disposition, breakdown in rows],
+            [("sip:1000@127.0.0.1", f"sip:{EXTENSION}@127.0.0.1", "answered", "transferred"),
+             ("sip:1000@127.0.0.1", "sip:1002@127.0.0.1", "answered", "caller")])
+
+    def test_ivr_transfer(self) -> None:
+        """The flow's transfer node moves the caller to extension 1002: C
+        gets the INVITE, A the re-INVITE with C's media, and the CDRs show
+        the transfer."""
+        return ensureDeferred(self._transfer())
