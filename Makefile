@@ -19,7 +19,12 @@ install: $(STAMP)
 	@# reinstall our own code (not its dependencies) so twistd sees the current tree
 	$(BIN)/pip install -q --no-deps --force-reinstall . >/dev/null
 
+# The demo's media server speaks prompts made by espeak-ng (make prompts), when it is
+# installed; otherwise the flows play silence, and one line says how to get voices.
 run: install
+	@if command -v espeak-ng >/dev/null 2>&1; then $(MAKE) --no-print-directory prompts; \
+	else echo "no espeak-ng: the media server's prompts (*43, *60, *88) play as silence;" \
+	  "for spoken prompts: apt-get install espeak-ng (then make run, or make prompts)"; fi
 	$(BIN)/twistd -n b2bua
 
 lint: $(STAMP)

@@ -654,7 +654,10 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
     @raise ConfigError: when the file is missing, not TOML, or invalid.
     """
     if path is None:
-        return Config(sip=SIPConfig(digest_algorithms=("MD5", "SHA-256")), demo=True)
+        from b2bua.demo import plugin_settings  # b2bua.demo imports this module
+
+        return Config(sip=SIPConfig(digest_algorithms=("MD5", "SHA-256")),
+                      plugins=PluginsConfig(settings=plugin_settings()), demo=True)
     try:
         raw = Path(path).read_bytes()
     except OSError as e:

@@ -22,10 +22,23 @@ the calling-card PIN hashing key, generated on first start (L{demo_secret}).
 L{seed_database} seeds any database from outside a running switch (the
 integration tests use it to give a switch with a configuration file the
 demo extensions).
+
+The demo also runs the switch's media server (L{plugin_settings}: the
+C{[plugins]} tables of the demo): on loopback C{127.0.0.1:5070}, RTP on its
+default ports 40000-40999 (the demo anchors no media, and the relay's
+default range, 30000-39999, does not meet it anyway), with the demo
+tenant's service numbers C{*43} (echo test), C{*60} (speaking clock) and
+C{*88} (conference rooms), prompts from C{./prompts} (C{make prompts};
+without them the flows play silence, logged once) and recordings under
+C{var/recordings}.  A test that starts the demo configuration for real
+moves or disables it with C{plugin_settings(listen=...)} or
+C{plugin_settings(enabled=False)}, so that two test processes never meet
+on port 5070.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import secrets as _random
 from collections.abc import Callable, Iterable, Mapping
@@ -42,9 +55,9 @@ from b2bua.db.interfaces import IRepository, Scope
 from b2bua.db.migrations import migrate
 from b2bua.db.repository import Repository
 
-__all__ = ["ADMIN_KEY_FILE", "ADMIN_KEY_NAME", "DEMO_CURRENCY", "DEMO_NUMBERS", "SECRET_FILE",
-           "Seeded", "demo_secret", "save_admin_key", "seed", "seed_database",
-           "state_directory", "write_private"]
+__all__ = ["ADMIN_KEY_FILE", "ADMIN_KEY_NAME", "DEMO_CURRENCY", "DEMO_MEDIA_SERVER",
+           "DEMO_NUMBERS", "SECRET_FILE", "Seeded", "demo_secret", "plugin_settings",
+           "save_admin_key", "seed", "seed_database", "state_directory", "write_private"]
 
 #: The demo's extension numbers (also their SIP user names).
 DEMO_NUMBERS: tuple[str, ...] = tuple(str(n) for n in range(1000, 1020))
@@ -57,7 +70,28 @@ ADMIN_KEY_FILE = "admin-api-key"
 #: The file (in L{state_directory}) holding the demo's PIN hashing secret.
 SECRET_FILE = "secret"
 
+#: The demo's C{[plugins.media_server]} table (see the module docstring).
+DEMO_MEDIA_SERVER: dict[str, Any] = {
+    "enabled": True,
+    "listen": "127.0.0.1:5070",
+    "prompts": "prompts",
+    "recordings": "var/recordings",
+    "extensions": {"*43": "echo", "*60": "speaking_clock", "*88": "conference"},
+}
+
 _SCOPE = Scope.admin("demo")
+
+
+def plugin_settings(**media_server: Any) -> dict[str, Any]:
+    """The demo's C{[plugins]} tables (a fresh copy, the configuration's
+    C{plugins.settings} when no file is given).
+
+    @param media_server: keys of C{[plugins.media_server]} to change, e.g.
+        C{enabled=False} or C{listen="127.0.0.1:5072"} (tests).
+    """
+    table = copy.deepcopy(DEMO_MEDIA_SERVER)
+    table.update(media_server)
+    return {"media_server": table}
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,14 @@ Lateness is measured B{at the server}, without changing its code: the
 child replaces the C{RtpSession} class the user agent builds with a
 subclass whose C{start()} wraps the session's C{source}.  The source is
 called once per frame, just before the frame is encoded and sent; frame
-C{k} (counted from the RTP timestamp) is due C{k x 20 ms} after the first,
-which the session sends synchronously at start, so its lateness is
-C{now - (first + k x 20 ms)}.  Frames the session skipped after a stall
-count as late.  The load process also measures, for information, how late
-the server's packets arrive (arrival minus C{k x 20 ms}, against the
-earliest such offset of the call).
+C{k} (counted from the RTP timestamp) is due C{k x 20 ms} after the
+session's C{epoch} (the shared pacer's phase it joined, at most 20 ms
+before its start; the first frame is sent synchronously at start and
+counts as on time), so its lateness is C{now - (epoch + k x 20 ms)}.
+Frames the session skipped after a stall count as late.  The load
+process also measures, for information, how late the server's packets
+arrive (arrival minus C{k x 20 ms}, against the earliest such offset of
+the call).
 
 A step passes when at most C{--late-fraction} (1 %) of the frames in the
 window ran more than C{--late-ms} (5 ms) behind their schedule, every call
@@ -235,13 +237,14 @@ def run_server(sip_port: int, first_port: int, last_port: int, late_ms: float) -
                 now = seconds()
                 stamp = self.timestamp
                 if state[0] is None:
-                    state[0], state[1] = now, stamp
+                    epoch = getattr(self, "epoch", None)  # older sessions: the first frame
+                    state[0], state[1] = (now if epoch is None else epoch), stamp
                 frame = ((stamp - state[1]) & 0xFFFFFFFF) // FRAME_SAMPLES
                 stats = lateness
                 if frame > state[2] + 1:
                     stats.skipped += frame - state[2] - 1
                 state[2] = frame
-                late = now - state[0] - frame * PTIME
+                late = now - state[0] - frame * PTIME if frame else 0.0
                 stats.frames += 1
                 if late > stats.late_limit:
                     stats.late += 1

@@ -117,6 +117,9 @@ class JitterBuffer:
         self._position: int | None = None
         self._transit: float | None = None
         self._too_full = 0
+        #: the RTP timestamp just after the last buffered sample (kept as
+        #: packets come and go, so that L{depth} is not a scan per tick)
+        self._end = 0
 
     @property
     def started(self) -> bool:
@@ -134,8 +137,7 @@ class JitterBuffer:
         position = self._position
         if position is None or not self._packets:
             return 0
-        end = max(_delta(ts, position) + len(pcm) // 2 for ts, pcm in self._packets.items())
-        return max(end, 0)
+        return max(_delta(self._end, position), 0)
 
     def reset(self) -> None:
         """Forget every packet and the playout point (a new source): the
@@ -174,10 +176,14 @@ class JitterBuffer:
                 if offset + samples <= 0:
                     self.counters.late += 1
                     return False
-        if timestamp in self._packets:
+        packets = self._packets
+        if timestamp in packets:
             self.counters.duplicates += 1
             return False
-        self._packets[timestamp] = bytes(pcm)
+        end = (timestamp + samples) % _TS_MOD
+        if not packets or _delta(end, self._end) > 0:
+            self._end = end
+        packets[timestamp] = bytes(pcm)
         self.counters.accepted += 1
         return True
 
@@ -235,6 +241,9 @@ class JitterBuffer:
         stale = [ts for ts in self._packets if _delta(ts, position) < 0]
         for ts in stale:
             del self._packets[ts]
+        if stale and self._packets:
+            self._end = max(((ts + len(pcm) // 2) % _TS_MOD for ts, pcm in self._packets.items()),
+                            key=lambda end: _delta(end, position))
 
     def _shrink(self, position: int) -> None:
         """Discard one frame when the buffer has stayed too full."""

@@ -15,7 +15,8 @@ Settings (C{[plugins.media_server]}):
   - C{port_min}/C{port_max} (40000/40999): the RTP port range.
   - C{media_address} (the listen host): the address in our SDP.
   - C{extensions} (C{{"*43" = "echo", "*60" = "speaking_clock"}}):
-    dialled number -> flow name.
+    dialled number -> flow name (built in: L{BUILTIN_FLOWS}; the demo
+    adds C{"*88" = "conference"}, see L{b2bua.demo.plugin_settings}).
   - C{flows} (optional): a directory whose C{*.toml} files are more flows.
   - C{recordings} (C{"recordings"}): the directory of the recordings
     (C{media/server/recording.py}); no C{;}, C{,} or control characters
@@ -25,6 +26,19 @@ Settings (C{[plugins.media_server]}):
 
 The plugin leaves itself in C{services.extra["media_server"]} while it
 runs, so that the HTTP API (C{oam/api/media_calls.py}) finds its UA.
+
+Two more things ride on a L{CallWatch} of the UA's calls
+(C{media/server/call_watch.py}, fed by the RTP sessions' shared pacer):
+
+  - B{metrics}: a L{MediaServerCollector} on the service's registry reads
+    the calls' own counters at scrape time (C{b2bua_media_server_...}:
+    RTP packets sent, received, late; DTMF digits by source; calls up;
+    prompts missing), besides the C{b2bua_media_ivr_runs} counter;
+  - B{recordings into the CDR}: the B leg that the switch sends to the
+    media server is noted by its Call-ID (C{b2bua_prepare_outgoing_request});
+    the files its media server call recorded go into the switch call's
+    C{call.data["recordings"]}, and the switch call's end waits for them
+    through C{call.data["recordings_settled"]} (L{RecordingHandover}).
 """
 
 from __future__ import annotations
@@ -38,29 +52,36 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorUDP
 from twisted.logger import Logger
 
-from b2bua.core.call import Call
+from b2bua.core.call import Call, CallRecord
 from b2bua.core.decisions import Destination, Route
+from b2bua.core.leg import Leg
 from b2bua.core.services import Services
 from b2bua.hookspecs import hookimpl
 from b2bua.sip.interfaces import Target
 from b2bua.sip.message import Request
 from b2bua.sip.uri import URI
 from media.ports import PortPool
+from media.server.call_watch import CallWatch
+from media.server.cdr_recordings import RecordingHandover
 from media.server.ivr import Flow, FlowError, builtin_flow, load_flow_file
 from media.server.ivr_actions import builtin_actions
 from media.server.ivr_runtime import FlowResult
+from media.server.pacer import Pacer
 from media.server.prompts import MissingPrompt, PromptSet
 from media.server.recording import RECORD_POLICIES, register_recording_actions, unsafe_directory
+from media.server.refer import DEFAULT_TRANSFER_TIMEOUT
+from media.server.server_metrics import MediaServerCollector
 from media.server.ua import MediaServerUA
 
 __all__ = ["BUILTIN_FLOWS", "NAME", "MediaServer", "MediaServerSettings", "SettingsError"]
 
 NAME = "media_server"
 #: The flows shipped with the switch.
-BUILTIN_FLOWS = ("echo", "speaking_clock")
+BUILTIN_FLOWS = ("echo", "speaking_clock", "conference")
 DEFAULT_EXTENSIONS = {"*43": "echo", "*60": "speaking_clock"}
 _KEYS = {"enabled", "listen", "prompts", "language", "port_min", "port_max", "extensions",
-         "flows", "media_address", "recordings", "record_policy"}
+         "flows", "media_address", "recordings", "record_policy", "conference_max",
+         "conference_announce", "transfer_timeout"}
 
 log = Logger()
 
@@ -107,6 +128,16 @@ class MediaServerSettings:
         if self.record_policy not in RECORD_POLICIES:
             raise SettingsError(f"plugins.{NAME}.record_policy: expected one of "
                                 f"{', '.join(RECORD_POLICIES)}")
+        self.conference_max = self._take(table, "conference_max", int, 0)
+        if self.conference_max < 0:
+            raise SettingsError(f"plugins.{NAME}.conference_max: expected 0 (no limit) or more")
+        self.conference_announce = self._take(table, "conference_announce", bool, False)
+        timeout = table.get("transfer_timeout", DEFAULT_TRANSFER_TIMEOUT)
+        if (isinstance(timeout, bool) or not isinstance(timeout, int | float)
+                or not 0 < timeout <= 600):
+            raise SettingsError(f"plugins.{NAME}.transfer_timeout: expected seconds "
+                                "(more than 0, at most 600)")
+        self.transfer_timeout = float(timeout)
 
     @staticmethod
     def _take(table: dict[str, Any], key: str, kind: type, default: Any) -> Any:
@@ -163,6 +194,10 @@ class MediaServer:
         self.settings: MediaServerSettings | None = None
         self._runs: Counter | None = None
         self._extra: dict[str, Any] | None = None
+        self._registry: Any = None
+        self._collector: MediaServerCollector | None = None
+        self._watch: CallWatch | None = None
+        self.recordings: RecordingHandover | None = None
 
     @hookimpl
     def b2bua_configure(self, services: Services, settings: dict[str, Any]) -> None:
@@ -197,7 +232,10 @@ class MediaServer:
                            media_address=own.media_address, on_result=self._count,
                            user_agent=str(services.extra.get("user_agent", "b2bua")),
                            recordings=str(Path(own.recordings).absolute()),
-                           record_policy=own.record_policy)
+                           record_policy=own.record_policy,
+                           conference_max=own.conference_max,
+                           conference_announce=own.conference_announce,
+                           transfer_timeout=own.transfer_timeout)
         try:
             ua.start()
         except Exception as error:
@@ -206,6 +244,11 @@ class MediaServer:
         self.ua = ua
         self._extra = services.extra
         services.extra[NAME] = self
+        self._watch = watch = CallWatch(ua, Pacer.of(reactor))
+        self.recordings = RecordingHandover(services.clock, watch)
+        self._collector = MediaServerCollector(ua, watch)
+        self._registry = services.metrics.registry
+        self._registry.register(self._collector)
         log.info("media server listening on {host}:{port} (extensions {extensions})",
                  host=own.host, port=own.port, extensions=", ".join(sorted(own.extensions)))
 
@@ -231,10 +274,42 @@ class MediaServer:
         return [Route((destination,), source=NAME)]
 
     @hookimpl
+    def b2bua_prepare_outgoing_request(self, call: Call, leg: Leg, request: Request) -> None:
+        """Note the Call-ID of a B leg sent to the media server (its
+        recordings will go into C{call.data["recordings"]})."""
+        own, handover = self.settings, self.recordings
+        if own is None or handover is None or request.method != "INVITE":
+            return
+        hop = getattr(getattr(leg, "destination", None), "next_hop", None)
+        if hop is not None and hop.host == own.host and hop.port == own.port:
+            handover.expect(request.call_id, call)
+
+    @hookimpl
+    def b2bua_call_ended(self, call: Call, record: CallRecord) -> None:
+        """Make the CDR wait (bounded) for the recordings of the call's
+        media server legs that are still up."""
+        if self.recordings is not None:
+            self.recordings.call_ended(call)
+
+    @hookimpl
     def b2bua_unconfigure(self) -> Deferred[Any] | None:
-        """Stop the UA (its calls get a BYE)."""
+        """Stop the UA (its calls get a BYE), the watch and the metrics."""
         ua, self.ua = self.ua, None
         extra, self._extra = self._extra, None
         if extra is not None and extra.get(NAME) is self:
             del extra[NAME]
-        return ua.stop() if ua is not None else None
+        stopped = ua.stop() if ua is not None else None
+        handover, self.recordings = self.recordings, None
+        if handover is not None:
+            handover.close()
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.close()
+        registry, self._registry = self._registry, None
+        collector, self._collector = self._collector, None
+        runs, self._runs = self._runs, None
+        if registry is not None:
+            for metric in (collector, runs):
+                if metric is not None:
+                    registry.unregister(metric)
+        return stopped

@@ -10,7 +10,11 @@ once and cached.
 L{Player} plays a list of prompts (names or decoded L{Audio}) as a stream
 of 20 ms frames of 8 kHz 16-bit linear PCM.  The prompts are joined
 sample to sample, so a sequence sounds like one sentence; only the very
-last frame is padded with silence.  The player pulls nothing from a clock:
+last frame is padded with silence.  A frame that lies inside one prompt is
+the prompt's own kept frame (L{Audio.frames_at}: cut once, and encoded once
+per law by the RTP session), so playing a prompt costs no copying or
+encoding after its first play; only the frames that straddle two prompts
+are joined afresh.  The player pulls nothing from a clock:
 whoever sends the media asks for one frame per 20 ms tick.  It stops early
 (barge-in) when L{Player.stop} is called, for example by the DTMF
 detector, or when its C{interrupt} callback answers true before a frame.
@@ -159,7 +163,8 @@ class Player:
             without a prompt set.
         @raise WavError: for audio that is not 8000 Hz.
         """
-        self._pieces = [self._resolve(item, prompts) for item in items]
+        self._audio = [self._resolve(item, prompts) for item in items]
+        self._pieces = [audio.pcm for audio in self._audio]
         self._interrupt = interrupt
         self._piece = 0
         self._offset = 0
@@ -168,15 +173,15 @@ class Player:
         self.total_ms = sum(len(piece) for piece in self._pieces) // 16
 
     @staticmethod
-    def _resolve(item: str | Audio, prompts: PromptSet | None) -> bytes:
-        """The mono 8 kHz PCM of one item."""
+    def _resolve(item: str | Audio, prompts: PromptSet | None) -> Audio:
+        """The mono 8 kHz audio of one item."""
         if isinstance(item, Audio):
             if item.rate != 8000:
                 raise WavError(f"audio at {item.rate} Hz cannot be played; it must be 8000 Hz")
-            return item.mono().pcm
+            return item.mono()
         if prompts is None:
             raise MissingPrompt(f"prompt {item!r} given without a prompt set")
-        return prompts.audio(item).pcm
+        return prompts.audio(item)
 
     def stop(self, reason: str = "stopped") -> None:
         """Stop now; the next L{next_frame} returns C{None}."""
@@ -190,6 +195,22 @@ class Player:
         if self._interrupt is not None and self._interrupt():
             self.stopped = "interrupted"
             return None
+        index, offset = self._piece, self._offset
+        if index < len(self._pieces):
+            end = offset + FRAME_BYTES
+            size = len(self._pieces[index])
+            kept = None
+            if end <= size:  # inside one piece: its kept frame
+                frames = self._audio[index].frames_at(offset % FRAME_BYTES)
+                if frames is not None:
+                    kept = frames[offset // FRAME_BYTES]
+            if kept is not None:
+                if end == size:
+                    self._piece, self._offset = index + 1, 0
+                else:
+                    self._offset = end
+                self.played_ms += FRAME_MS
+                return kept
         frame = bytearray()
         while len(frame) < FRAME_BYTES and self._piece < len(self._pieces):
             piece = self._pieces[self._piece]

@@ -4,7 +4,13 @@ An L{RtpSession} owns an even UDP port for RTP and the odd one above it for
 RTCP (RFC 3550 11).  Everything is timed on the injected reactor:
 
  - B{Sending}: a 20 ms tick asks the source for a frame of linear PCM,
-   encodes it (PCMU or PCMA) and sends one packet of 160 samples.  Sequence
+   encodes it (PCMU or PCMA; a L{PcmFrame}, such as a prompt's, keeps its
+   encoding, so a prompt is encoded once however often it plays) and sends
+   one packet of 160 samples straight to the socket.  The ticks of every
+   session of a reactor come from one shared L{Pacer} (one timer for all,
+   C{media/server/pacer.py}); a session's frame C{n} is due C{n x 20 ms}
+   after its I{epoch}, the pacer phase it joined (at most 20 ms before its
+   start; the first frame goes at start).  Sequence
    numbers, timestamps and the SSRC start at random values (RFC 3550 5.1);
    the sequence number grows by one per packet and the timestamp by 160 per
    20 ms, whether a packet was sent or not.  The marker bit is set on the
@@ -36,6 +42,7 @@ on in every direction.
 
 from __future__ import annotations
 
+import ipaddress
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,8 +57,9 @@ from twisted.logger import Logger
 from b2bua.sip.sdp import DIRECTIONS, RECVONLY, SENDONLY, SENDRECV
 from media.latching import Address, Latch, LatchPolicy
 from media.rtp import ReceptionStatistics, parse_rtcp, rtp_packet
-from media.server.g711 import G711Codec
+from media.server.g711 import G711Codec, PcmFrame
 from media.server.jitter import FRAME_BYTES, FRAME_SAMPLES, JitterBuffer
+from media.server.pacer import Pacer
 from media.server.rtcp_reports import RtcpReporter
 from media.server.rtp_packet import RtpPacket, parse_rtp
 
@@ -173,6 +181,7 @@ class RtpSession:
         rtcp_interval: float = 5.0,
         cname: str | None = None,
         rng: random.Random | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         """
         @param reactor: an C{IReactorUDP} that is also the C{IReactorTime}.
@@ -182,7 +191,8 @@ class RtpSession:
         @param telephone_event: the negotiated telephone-event payload
             type, or C{None}.
         @param remote: the remote RTP address from its SDP, or C{None}
-            (unknown, or on hold: then we send only after latching).
+            (unknown, or on hold: then we send only after latching); a
+            host that is not an IP literal counts as unknown (logged).
         @param remote_rtcp: the remote RTCP address (default: the RTP port
             plus one).
         @param direction: our direction.
@@ -199,6 +209,8 @@ class RtpSession:
         @param cname: the RTCP canonical name (default: random, RFC 7022).
         @param rng: randomness for SSRC, sequence, timestamp, CNAME and
             report times (default: the system's secure source).
+        @param pacer: the 20 ms clock (default: the reactor's shared
+            L{Pacer.of}).
         @raise ValueError: for a bad direction, payload type or interval.
         """
         if direction not in DIRECTIONS:
@@ -221,6 +233,7 @@ class RtpSession:
         self.suppress_silence = suppress_silence
         self.jitter = jitter if jitter is not None else JitterBuffer()
         policy = latching if latching is not None else LatchPolicy()
+        remote, remote_rtcp = _literal(remote), _literal(remote_rtcp)
         self._rtp_latch = Latch(policy, remote)
         self._rtcp_latch = Latch(policy, _rtcp_address(remote, remote_rtcp))
         self.rtcp_interval = rtcp_interval
@@ -236,7 +249,8 @@ class RtpSession:
         self.counters = SessionCounters()
         self.port: int | None = None
         self._ports: list[Any] = []
-        self._pace_call: IDelayedCall | None = None
+        self._pacer = pacer
+        self._sendto: Callable[[bytes, Address], object] | None = None
         self._stopped = False
         self._frames_due = 0
         self._rtcp_call: IDelayedCall | None = None
@@ -269,6 +283,10 @@ class RtpSession:
             rtp.stopListening()
             raise
         self._ports = [rtp, rtcp]
+        # straight to the socket: the port's write() checks and wraps what
+        # a connected RTP sender never needs (a test's fake port has none)
+        sock = getattr(rtp, "socket", None)
+        self._sendto = sock.sendto if sock is not None else rtp.write
         self.port = port
         return port
 
@@ -282,9 +300,13 @@ class RtpSession:
             raise RuntimeError("listen() before start()")
         if self._started_at is not None:
             raise RuntimeError("the session is already started")
-        self._started_at = self._reactor.seconds()
-        self._pace()
-        self._schedule_rtcp(first=True)
+        if self._pacer is None:
+            self._pacer = Pacer.of(self._reactor)
+        self._started_at = self._pacer.join(self)
+        self._frames_due = 1
+        self._tick(1)
+        if not self._stopped:
+            self._schedule_rtcp(first=True)
 
     def stop(self) -> Deferred[Any]:
         """Send an RTCP BYE, stop the timers and close both ports.
@@ -293,12 +315,14 @@ class RtpSession:
         """
         if self._started_at is not None and not self._stopped:
             self._stopped = True
-            for call in (self._pace_call, self._rtcp_call):
-                if call is not None and call.active():
-                    call.cancel()
-            self._pace_call = self._rtcp_call = None
+            if self._pacer is not None:
+                self._pacer.leave(self)
+            call, self._rtcp_call = self._rtcp_call, None
+            if call is not None and call.active():
+                call.cancel()
             self._send_rtcp(bye=True)
         ports, self._ports = self._ports, []
+        self._sendto = None
         self.jitter.reset()
         return DeferredList([maybeDeferred(port.stopListening) for port in ports])
 
@@ -333,6 +357,7 @@ class RtpSession:
         _check_payload_type(payload_type)
         if telephone_event is not None:
             _check_payload_type(telephone_event)
+        remote, remote_rtcp = _literal(remote), _literal(remote_rtcp)
         self._rtp_latch.expect(remote)
         self._rtcp_latch.expect(_rtcp_address(remote, remote_rtcp))
         if codec != self.codec or payload_type != self.payload_type:
@@ -361,6 +386,12 @@ class RtpSession:
     def rtcp_destination(self) -> Address | None:
         """Where RTCP goes now."""
         return self._rtcp_latch.destination
+
+    @property
+    def epoch(self) -> float | None:
+        """The reactor time frame 0 was due (frame C{n} is due C{n x 20 ms}
+        later); C{None} before L{start}."""
+        return self._started_at
 
     @property
     def timestamp(self) -> int:
@@ -407,12 +438,13 @@ class RtpSession:
     def _send(self, payload_type: int, payload: bytes, timestamp: int, marker: bool) -> bool:
         """Send one RTP packet to the destination."""
         destination = self._rtp_latch.destination
-        if destination is None or not self._ports:
+        sendto = self._sendto
+        if destination is None or sendto is None:
             self.counters.undeliverable += 1
             return False
         data = rtp_packet(payload_type, self.sequence, timestamp, self.ssrc, payload, marker=marker)
         try:
-            self._ports[0].write(data, destination)
+            sendto(data, destination)
         except OSError:
             self.counters.send_errors += 1
             return False
@@ -422,24 +454,19 @@ class RtpSession:
         self.reporter.rtp_sent()
         return True
 
-    def _pace(self) -> None:
-        """Run the ticks that are due (frame C{n} is due C{n * PTIME} after
-        the start) and schedule the next; the schedule is absolute, so
-        the pace does not drift however late the reactor calls."""
-        self._pace_call = None
+    def pace(self, now: float) -> None:
+        """The pacer's call: run the ticks that are due by C{now} (frame
+        C{n} is due C{n * PTIME} after the L{epoch}); the schedule is
+        absolute, so the pace does not drift however late the reactor
+        calls."""
         started = self._started_at
-        assert started is not None
-        now = self._reactor.seconds()
+        if started is None or self._stopped:
+            return
         due = int((now - started + 2 * _EARLY) / PTIME) + 1
         count = due - self._frames_due
-        self._frames_due = due
-        try:
-            if count > 0:
-                self._tick(count)
-        finally:
-            if not self._stopped:
-                delay = started + due * PTIME - _EARLY - now
-                self._pace_call = self._reactor.callLater(max(delay, 0.0), self._pace)
+        if count > 0:
+            self._frames_due = due
+            self._tick(count)
 
     def _tick(self, count: int) -> None:
         """Every 20 ms (C{count} > 1 after missed ticks): send and play."""
@@ -472,7 +499,9 @@ class RtpSession:
             if self.suppress_silence:
                 self._marker = True
                 return
-            payload = bytes((self.codec.silence,)) * FRAME_SAMPLES
+            payload = _silence(self.codec)
+        elif type(pcm) is PcmFrame and len(pcm) == FRAME_BYTES:
+            payload = pcm.encoded(self.codec)
         else:
             if len(pcm) != FRAME_BYTES:
                 self.counters.bad_frames += 1
@@ -602,10 +631,36 @@ class RtpSession:
         return self.reporter.rtt
 
 
+_SILENCE: dict[int, bytes] = {}
+
+
+def _silence(codec: G711Codec) -> bytes:
+    """A frame of silence in C{codec} (made once per law)."""
+    payload = _SILENCE.get(codec.silence)
+    if payload is None:
+        payload = _SILENCE[codec.silence] = bytes((codec.silence,)) * FRAME_SAMPLES
+    return payload
+
+
 def _check_payload_type(payload_type: int) -> None:
     """Refuse a payload type outside 0-127 or in the RTCP-clashing range."""
     if not 0 <= payload_type <= 127 or 64 <= payload_type <= 95:
         raise ValueError(f"bad RTP payload type: {payload_type}")
+
+
+def _literal(address: Address | None) -> Address | None:
+    """C{address} when its host is an IP literal, else C{None} (packets go
+    straight to the socket, which would look a name up, blocking: a
+    session with a named remote waits for latching instead)."""
+    if address is None:
+        return None
+    try:
+        ipaddress.ip_address(address[0])
+    except ValueError:
+        log.warn("media server: RTP address {host!r} is not an IP address; waiting for the "
+                 "remote's packets instead", host=address[0])
+        return None
+    return address
 
 
 def _rtcp_address(remote: Address | None, remote_rtcp: Address | None) -> Address | None:

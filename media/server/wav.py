@@ -24,17 +24,18 @@ from __future__ import annotations
 
 import struct
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from media.server.g711 import alaw_decode, ulaw_decode
+from media.server.g711 import PcmFrame, alaw_decode, ulaw_decode
 from media.server.pcm import FRAME_BYTES, RATE, to_bytes, to_samples
 
 __all__ = [
     "FORMAT_ALAW",
     "FORMAT_PCM",
     "FORMAT_ULAW",
+    "MAX_SHIFTS",
     "Audio",
     "WavError",
     "WavWriter",
@@ -50,6 +51,8 @@ FORMAT_ULAW = 7
 _FORMAT_EXTENSIBLE = 0xFFFE
 _FORMAT_NAMES = {FORMAT_PCM: "PCM", FORMAT_ALAW: "A-law", FORMAT_ULAW: "µ-law"}
 
+#: The most frame shifts L{Audio.frames_at} keeps per audio.
+MAX_SHIFTS = 16
 #: Size of the canonical header L{WavWriter} writes (RIFF + fmt + data header).
 HEADER_BYTES = 44
 #: Sizes a streaming writer may leave in a header it never finished.
@@ -75,6 +78,8 @@ class Audio:
     channels: int = 1
     rate: int = RATE
     source_format: int = FORMAT_PCM
+    _shifted: dict[int, tuple[PcmFrame, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
     @property
     def sample_count(self) -> int:
@@ -107,6 +112,41 @@ class Audio:
         frames = [pcm[i:i + FRAME_BYTES] for i in range(0, len(pcm), FRAME_BYTES)]
         if frames and len(frames[-1]) < FRAME_BYTES:
             frames[-1] = frames[-1].ljust(FRAME_BYTES, b"\0")
+        return frames
+
+
+    def frames_at(self, shift: int) -> tuple[PcmFrame, ...] | None:
+        """The whole 20 ms frames of mono audio that start C{shift} bytes in:
+        frame C{k} is C{pcm[shift + 320 k : shift + 320 (k + 1)]}; what
+        is left over at either end is not in any.
+
+        A player joining prompts sample to sample starts a prompt wherever
+        the one before ended, so it asks for the frames at that shift.
+        Each shift's frames are made once and kept with the audio (as
+        L{PcmFrame}s, which keep their G.711 codes too): a prompt played
+        by many calls is cut and encoded once per shift, not per play.
+        At most L{MAX_SHIFTS} shifts are kept per audio (memory stays
+        within that many copies of it); past them the answer is C{None}
+        and the caller cuts its frames itself.
+
+        @param shift: 0 <= shift < 320, even.
+        @raise ValueError: for a bad shift, or audio that is not mono.
+        """
+        frames = self._shifted.get(shift)
+        if frames is not None:
+            return frames
+        if not 0 <= shift < FRAME_BYTES or shift % 2:
+            raise ValueError(f"a frame shift is an even byte count below {FRAME_BYTES}, "
+                             f"not {shift}")
+        if self.channels != 1:
+            raise ValueError("frames_at needs mono audio")
+        if len(self._shifted) >= MAX_SHIFTS:
+            return None
+        pcm = self.pcm
+        stop = len(pcm) - FRAME_BYTES
+        frames = tuple(PcmFrame(pcm[i:i + FRAME_BYTES])
+                       for i in range(shift, stop + 1, FRAME_BYTES))
+        self._shifted[shift] = frames
         return frames
 
 

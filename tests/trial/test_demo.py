@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import stat
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -18,10 +19,12 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from b2bua import demo
+from b2bua.config import PluginsConfig
 from b2bua.db.interfaces import Scope
 from b2bua.db.repository import find_api_key
 from b2bua.service import SwitchService
 from b2bua.sip.auth import compute_ha1
+from media.server.plugin import NAME, MediaServerSettings
 from tests.trial.test_service import FakeReactor, config_from, database_in, demo_config, run_until
 
 ADMIN = Scope.admin("test")
@@ -195,3 +198,69 @@ class FilesTests(SynchronousTestCase):
             f.write("short\n")
         error = self.assertRaises(ValueError, demo.demo_secret, folder)
         self.assertIn("holds no usable secret", str(error))
+
+
+class DemoMediaServerTests(SynchronousTestCase):
+    """The demo's media server (L{demo.plugin_settings})."""
+
+    def setUp(self) -> None:
+        self.reactor = FakeReactor()
+        self.folder = os.path.abspath(self.mktemp())
+
+    def start(self, **media_server: Any) -> SwitchService:
+        """The demo configuration with the demo's plugin tables (what
+        C{load_config(None)} gives), on the memory reactor."""
+        config = demo_config(self.folder)
+        config = replace(config, plugins=PluginsConfig(
+            settings=demo.plugin_settings(**media_server)))
+        failures: list[str] = []
+        service = SwitchService(self.reactor, config, fatal=failures.append)
+        service.startService()
+        run_until(self.reactor, service.when_started())
+        self.assertEqual(failures, [])
+        self.addCleanup(self.stop, service)
+        return service
+
+    def stop(self, service: SwitchService) -> None:
+        """Stop the service; nothing may be left on the clock."""
+        if service.running:
+            stopped = service.stopService()
+            run_until(self.reactor, stopped)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_settings(self) -> None:
+        """Enabled on loopback 5070 with *43, *60 and *88; the demo keeps
+        its recordings under var/; overrides apply to a copy."""
+        settings = MediaServerSettings(demo.plugin_settings()["media_server"])
+        self.assertTrue(settings.enabled)
+        self.assertEqual((settings.host, settings.port), ("127.0.0.1", 5070))
+        self.assertEqual(settings.extensions, {"*43": "echo", "*60": "speaking_clock",
+                                               "*88": "conference"})
+        self.assertEqual(settings.recordings, "var/recordings")
+        self.assertEqual(demo.plugin_settings(listen="127.0.0.1:5072")["media_server"]["listen"],
+                         "127.0.0.1:5072")
+        self.assertEqual(demo.DEMO_MEDIA_SERVER["listen"], "127.0.0.1:5070")
+
+    def test_demo_runs_the_media_server(self) -> None:
+        """The demo switch starts the media server on 127.0.0.1:5070 with
+        the demo's flows; its RTP range is not the relay's."""
+        service = self.start()
+        plugin = service.pm.get_plugin(NAME)
+        self.assertIsNotNone(plugin.ua)
+        self.assertIn((5070, "127.0.0.1"), [(p, i) for p, _, i, _ in self.reactor.udp_servers])
+        self.assertTrue({"echo", "speaking_clock", "conference"} <= set(plugin.ua.flows))
+        relay = range(service.config.media.port_min, service.config.media.port_max + 1)
+        self.assertNotIn(plugin.settings.port_min, relay)
+        self.assertNotIn(plugin.settings.port_max, relay)
+
+    def test_moved(self) -> None:
+        """Tests move the media server off 5070, or turn it off."""
+        self.start(listen="127.0.0.1:5072")
+        self.assertIn(5072, [p for p, _, _, _ in self.reactor.udp_servers])
+        self.assertNotIn(5070, [p for p, _, _, _ in self.reactor.udp_servers])
+
+    def test_disabled(self) -> None:
+        """C{enabled=False}: no media server."""
+        service = self.start(enabled=False)
+        self.assertIsNone(service.pm.get_plugin(NAME).ua)
+        self.assertNotIn(5070, [p for p, _, _, _ in self.reactor.udp_servers])

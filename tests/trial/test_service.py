@@ -215,7 +215,7 @@ class StartTests(SynchronousTestCase):
         bound = [("UDP", p, i) for p, _, i, _ in self.reactor.udp_servers]
         bound += [("TCP", p, i) for p, _, _, i in self.reactor.tcpServers]
         self.assertEqual(sorted(bound), [("TCP", 5060, "127.0.0.1"), ("TCP", 8080, "127.0.0.1"),
-                                         ("UDP", 5060, "127.0.0.1")])
+                                         ("UDP", 5060, "127.0.0.1"), ("UDP", 5070, "127.0.0.1")])
         for _, _, interface in bound:
             self.assertTrue(ipaddress.ip_address(interface).is_loopback)
         [warning] = [w for w in self.warnings() if "DEMO" in w]
@@ -404,11 +404,11 @@ class StartTests(SynchronousTestCase):
     def test_stop_closes_every_port(self) -> None:
         """Stopping stops every listener, the OAM site's included."""
         service = self.start(demo_config(self.folder))
-        self.assertEqual(len(self.reactor.ports), 3)
+        self.assertEqual(len(self.reactor.ports), 4)
         stopped = service.stopService()
         run_until(self.reactor, stopped)
         self.successResultOf(stopped)
-        self.assertEqual([p.stopped for p in self.reactor.ports], [True, True, True])
+        self.assertEqual([p.stopped for p in self.reactor.ports], [True] * 4)
         self.assertEqual(service.transport.listeners, [])
 
     def test_oam_disabled(self) -> None:

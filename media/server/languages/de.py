@@ -83,6 +83,15 @@ def _ordinal_word(n: int) -> str:
 
 
 #: The conference flow's prompts (media/server/flows/conference.toml).
+#: Die Ansagen der eingebauten Flows Echotest und Zeitansage.
+_FLOWS = {
+    "echo-test": "Dies ist der Echotest. Sprechen Sie, und Sie hören sich selbst.",
+    "goodbye": "Auf Wiederhören.",
+    "the-time-is": "Es ist",
+    "oclock": "Uhr",
+    "press-1-to-repeat": "Drücken Sie die 1, um die Zeit noch einmal zu hören.",
+}
+
 _CONFERENCE = {
     "conference-enter-room": "Bitte geben Sie die Nummer des Konferenzraums ein, "
                              "gefolgt von der Raute-Taste.",
@@ -98,6 +107,7 @@ def _catalogue() -> dict[str, str]:
     prompts.update({f"ord-{n}": _ordinal_word(n) for n in range(1, 32)})
     prompts.update({f"month-{n}": word for n, word in enumerate(_MONTHS, start=1)})
     prompts.update(_WORDS)
+    prompts.update(_FLOWS)
     prompts.update(_CONFERENCE)
     return prompts
 

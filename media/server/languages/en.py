@@ -50,6 +50,15 @@ _UNITS = {"hour": "hours", "minute": "minutes", "second": "seconds"}
 _SCALES = ((10**9, "billion"), (10**6, "million"), (1000, "thousand"))
 
 
+#: The built-in echo and speaking-clock flows' own prompts.
+_FLOWS = {
+    "echo-test": "This is the echo test. Speak, and you will hear yourself.",
+    "goodbye": "Goodbye.",
+    "the-time-is": "The time is",
+    "oclock": "o'clock",
+    "press-1-to-repeat": "Press 1 to hear the time again.",
+}
+
 #: The conference flow's prompts (media/server/flows/conference.toml).
 _CONFERENCE = {
     "conference-enter-room": "Please enter the conference room number, followed by the hash key.",
@@ -71,6 +80,7 @@ def _catalogue() -> dict[str, str]:
         prompts.update({major: major, majors: majors, minor: minor, minors: minors})
     for singular, plural in _UNITS.items():
         prompts.update({singular: singular, plural: plural})
+    prompts.update(_FLOWS)
     prompts.update(_CONFERENCE)
     return prompts
 

@@ -37,7 +37,11 @@ class SettingsTests(SynchronousTestCase):
         for table, key in [({"listen": "nowhere"}, "listen"), ({"bogus": 1}, "bogus"),
                            ({"enabled": "yes"}, "enabled"),
                            ({"port_min": 5000, "port_max": 4000}, "port_max"),
-                           ({"extensions": {"*1": 3}}, "extensions")]:
+                           ({"extensions": {"*1": 3}}, "extensions"),
+                           ({"conference_max": -1}, "conference_max"),
+                           ({"conference_announce": 1}, "conference_announce"),
+                           ({"transfer_timeout": 0}, "transfer_timeout"),
+                           ({"transfer_timeout": True}, "transfer_timeout")]:
             with self.assertRaises(SettingsError) as caught:
                 MediaServerSettings(table)
             self.assertIn(f"plugins.{NAME}.{key}", str(caught.exception))
@@ -58,12 +62,18 @@ class PluginTests(SynchronousTestCase):
         self.assertIsInstance(plugin, MediaServer)
         self.assertIsNone(plugin.ua)
 
+    def test_feature_settings_reach_the_ua(self) -> None:
+        """Conference and transfer settings are handed to the UA."""
+        harness, plugin, _ = self.harness(conference_max=3, transfer_timeout=10)
+        self.assertEqual((plugin.ua.conference_max, plugin.ua.transfer_timeout), (3, 10.0))
+        harness.stop()
+
     def test_starts_and_stops(self) -> None:
         """Enabled: the UA listens on its port; unconfigure closes it."""
         harness, plugin, reactor = self.harness()
         self.assertIsNotNone(plugin.ua)
         self.assertIn(5070, reactor.ports)
-        self.assertEqual(set(plugin.ua.flows), {"echo", "speaking_clock"})
+        self.assertEqual(set(plugin.ua.flows), {"echo", "speaking_clock", "conference"})
         harness.stop()
         self.assertIsNone(plugin.ua)
         self.assertNotIn(5070, reactor.ports)
