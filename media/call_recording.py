@@ -69,7 +69,7 @@ from twisted.logger import Logger
 from media.server.g711 import alaw_decode, ulaw_decode
 from media.server.pcm import RATE
 from media.server.recorder import Recorder, Recording, RecordingError
-from media.server.recording import ACTIONS, STATES, RecordingConflict
+from media.server.recording import ACTIONS, STATES, plan_action
 
 __all__ = [
     "FLUSH_INTERVAL",
@@ -379,30 +379,20 @@ class RelayCallRecorder:
             recording, C{start} while paused, anything after the call.
         @raise RecordingError: when the file cannot be created.
         """
-        if action not in ACTIONS:
-            raise ValueError(f"action must be one of {', '.join(ACTIONS)}, not {action!r}")
-        if mode is not None and mode not in MODES:
+        if action in ACTIONS and mode is not None and mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
-        if self._closed:
-            raise RecordingConflict("the call has ended")
-        state = self.state
-        if action == "start":
-            if state == "paused":
-                raise RecordingConflict("the recording is paused: resume it")
-            if state != "recording":
-                self._start(mode or "stereo")
-        elif action == "stop":
-            if state in ("recording", "paused"):
-                self._finish()
-        elif state not in ("recording", "paused"):
-            raise RecordingConflict(f"nothing is being recorded ({state})")
-        elif action == "pause" and state == "recording":
+        step = plan_action(action, self.state, self._closed)
+        if step == "start":
+            self._start(mode or "stereo")
+        elif step == "stop":
+            self._finish()
+        elif step == "pause":
             now = self._clock.seconds()
             self._flush(self._final(now))
             self._stop_timer()
             if self.state == "recording":  # a write error may have stopped it
                 self.state = "paused"
-        elif action == "resume" and state == "paused":
+        elif step == "resume":
             # the timeline goes on from what the file holds (the pause is not in it)
             self._origin = self._clock.seconds() - self._written / RATE
             self._a.restart(self._written)

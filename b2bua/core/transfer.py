@@ -52,6 +52,7 @@ from b2bua.sip.message import Request, Response, make_response
 from b2bua.sip.uri import URI
 
 if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
     from twisted.internet.interfaces import IDelayedCall
     from twisted.python.failure import Failure
 
@@ -176,6 +177,8 @@ class Transfer:
         self.referrer_gone = False
         self._glare = 0
         self._retry: IDelayedCall | None = None
+        #: fires when the first call ends, while the new call may be cancelled
+        self._watch: Deferred[None] | None = None
 
     # -- REFER -----------------------------------------------------------------
 
@@ -216,7 +219,8 @@ class Transfer:
         _respond(call, transaction, request, 202, "Accepted")
         self.state = "trying"
         self._notify(100, "Trying", final=False)
-        call.when_ended().addCallback(lambda _: self._first_call_ended())
+        self._watch = call.when_ended()
+        self._watch.addCallback(lambda _: self._first_call_ended())
         self._start_new_call()
 
     def _start_new_call(self) -> None:
@@ -293,6 +297,15 @@ class Transfer:
             self._release_first_call()
         return True
 
+    def _unwatch(self) -> None:
+        """The transfer is over: stop waiting for the first call's end, so
+        that the first call (which may go on for hours, and see many
+        REFERs) does not keep every failed transfer and its call alive."""
+        watch, self._watch = self._watch, None
+        waiters = self.call.data.get("_waiters")  # L{Call.when_ended}'s
+        if watch is not None and waiters and watch in waiters:
+            waiters.remove(watch)
+
     def _first_call_ended(self) -> None:
         """The first call ended (the transferee left): give the new call up."""
         new_call = self.new_call
@@ -308,6 +321,7 @@ class Transfer:
         call = self.call
         if call.transfer is self:
             call.transfer = None
+        self._unwatch()
         self._notify(code, reason, final=True)
         if self.referrer_gone and not call.ended:
             call.hangup(f'SIP;cause={code};text="transfer failed"',
@@ -356,6 +370,21 @@ class Transfer:
             leg.last_sdp = (body, content_type)
         relay.exchange = self  # one offer at a time: the transferee's waits (491)
         acks: list[tuple[Request, URI]] = []
+        given_up: list[bool] = []
+
+        def give_up(reason: str | None) -> None:
+            if given_up:
+                return
+            given_up.append(True)
+            if new_call.is_answered:
+                new_call.hangup(reason, disconnect="transfer-failed")
+            else:
+                # the re-INVITE failed at once, inside the new call's answer
+                # (L{TransfereeLeg.answer}): hanging up now would end the call
+                # before it counts as answered (the target never BYE'd, the
+                # answer hook after the end); end it as soon as it is
+                new_call.context.clock.callLater(0, new_call.hangup, reason,
+                                                 "transfer-failed")
 
         def answered(response: Response) -> None:
             if response.code < 200:
@@ -373,21 +402,19 @@ class Transfer:
                 self._retry = new_call.context.clock.callLater(
                     GLARE_RETRY_SECONDS, self._reinvite, leg, body, content_type)
                 return
-            new_call.hangup(f'SIP;cause={response.code};text="transfer re-INVITE refused"',
-                            disconnect="transfer-failed")
+            give_up(f'SIP;cause={response.code};text="transfer re-INVITE refused"')
 
         def failed(error: Exception) -> None:
             if relay.exchange is self:
                 relay.exchange = None
-            new_call.hangup('SIP;cause=408;text="transfer re-INVITE timed out"',
-                            disconnect="transfer-failed")
+            give_up('SIP;cause=408;text="transfer re-INVITE timed out"')
 
         sent = leg.send_in_dialog("INVITE", body, content_type, on_response=answered,
                                   on_failure=failed)
         if sent is None:
             if relay.exchange is self:
                 relay.exchange = None
-            new_call.hangup(disconnect="transfer-failed")
+            give_up(None)
 
     @staticmethod
     def _ack(leg: Leg, response: Response, acks: list[tuple[Request, URI]]) -> None:

@@ -56,6 +56,7 @@ __all__ = [
     "RecordingConflict",
     "RecordingSession",
     "header_value",
+    "plan_action",
     "record_action",
     "register_recording_actions",
     "unsafe_directory",
@@ -81,6 +82,37 @@ _UNSAFE_DIRECTORY = re.compile(r"[;,\x00-\x1f\x7f]")
 class RecordingConflict(Exception):
     """An action the whole-call recording cannot take in its state
     (C{pause} when nothing records, C{start} while paused)."""
+
+
+def plan_action(action: str, state: str, closed: bool) -> str | None:
+    """What C{action} asks of a whole-call recording in C{state}: the
+    change to make (C{start}, C{stop}, C{pause}, C{resume}), or C{None}
+    when it is in effect already (C{start} while recording, C{pause} while
+    paused, C{stop} when nothing records), so a repeated request is
+    harmless.  Shared by the media server's recordings and the switch's
+    relay recordings (C{media/call_recording.py}).
+
+    @param state: one of L{STATES}.
+    @param closed: whether the call has ended.
+    @raise ValueError: for an action not in L{ACTIONS}.
+    @raise RecordingConflict: C{pause}/C{resume} when nothing records,
+        C{start} while paused, anything once the call has ended.
+    """
+    if action not in ACTIONS:
+        raise ValueError(f"action must be one of {', '.join(ACTIONS)}, not {action!r}")
+    if closed:
+        raise RecordingConflict("the call has ended")
+    if action == "start":
+        if state == "paused":
+            raise RecordingConflict("the recording is paused: resume it")
+        return None if state == "recording" else "start"
+    if action == "stop":
+        return "stop" if state in ("recording", "paused") else None
+    if state not in ("recording", "paused"):
+        raise RecordingConflict(f"nothing is being recorded ({state})")
+    if action == "pause":
+        return "pause" if state == "recording" else None
+    return "resume" if state == "paused" else None
 
 
 def unsafe_directory(directory: str) -> bool:
@@ -196,29 +228,19 @@ class CallRecordings:
             C{start} while paused, anything once the call has ended.
         @raise RecordingError: when the file cannot be created.
         """
-        if action not in ACTIONS:
-            raise ValueError(f"action must be one of {', '.join(ACTIONS)}, not {action!r}")
-        if self._closed:
-            raise RecordingConflict("the call has ended")
-        state = self.state
-        if action == "start":
-            if state == "paused":
-                raise RecordingConflict("the recording is paused: resume it")
-            if state != "recording":
-                self._flush()
-                self._call = Recorder.create(self.directory, self.call_id, clock=self._clock,
-                                             mode="stereo", token=self._token)
-                self.state = "recording"
-        elif action == "stop":
-            if state in ("recording", "paused"):
-                self._flush()
-                self._finish_call()
-                self.state = "stopped"
-        elif state not in ("recording", "paused"):
-            raise RecordingConflict(f"nothing is being recorded ({state})")
+        step = plan_action(action, self.state, self._closed)
+        if step is None:
+            return self.state
+        self._flush()
+        if step == "start":
+            self._call = Recorder.create(self.directory, self.call_id, clock=self._clock,
+                                         mode="stereo", token=self._token)
+            self.state = "recording"
+        elif step == "stop":
+            self._finish_call()
+            self.state = "stopped"
         else:
-            self._flush()
-            self.state = "paused" if action == "pause" else "recording"
+            self.state = "paused" if step == "pause" else "recording"
         return self.state
 
     def status(self) -> dict[str, object]:

@@ -317,7 +317,8 @@ class MediaServerUA:
                             headers=[("Allow", ", ".join(ALLOWED)),
                                      ("Accept", "application/sdp")])
             elif method in KNOWN_METHODS:
-                code = 481 if method in ("BYE", "INFO", "UPDATE", "PRACK") else 405
+                # an in-dialog method of ours without a dialog: no such dialog
+                code = 481 if method in ("BYE", "INFO", "UPDATE", "PRACK", "NOTIFY") else 405
                 self._reply(transaction, request, code, headers=[("Allow", ", ".join(ALLOWED))])
             else:
                 self._reply(transaction, request, 501, headers=[("Allow", ", ".join(ALLOWED))])

@@ -8,6 +8,8 @@ transaction or timer may be left.
 
 from __future__ import annotations
 
+import gc
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from b2bua.core.decisions import Reject
 from b2bua.core.switch import CoreSettings
 from b2bua.core.transfer import SIPFRAG, BadReferTo, TransferCall, parse_refer_to
 from b2bua.hookspecs import hookimpl
+from b2bua.sip.errors import TransportError
 from b2bua.sip.message import Request, Response
 from b2bua.sip.uri import URI, parse_uri
 from b2bua.testing import Phone, PhoneCall, SwitchHarness, sdp_offer
@@ -373,6 +376,27 @@ class FailedTransferTests(TransferTestCase):
         self.assertEqual(self.records()["first"].disconnect, "caller")
         self.finish()
 
+    def test_failed_transfers_are_not_kept(self) -> None:
+        """A referrer trying again and again (each target busy) leaves
+        nothing of the failed transfers' calls behind while the first call
+        goes on: memory does not grow with every REFER."""
+        call, bob_side = self.connect()
+        gone = []
+        for attempt in range(3):
+            self.assertEqual(self.refer(bob_side).code, 202)
+            self.carol.incoming[attempt].busy()
+            gone.append(weakref.ref(self.recorder.ended[-1][0]))
+        self.h.settle()
+        for kept in (self.recorder.received, self.recorder.authorized, self.recorder.ended,
+                     self.recorder.transfers):
+            kept.clear()
+        gc.collect()
+        self.assertEqual([ref() for ref in gone], [None, None, None])
+        self.assertEqual((call.state, bob_side.state), ("confirmed", "confirmed"))
+        call.hangup()
+        self.assertEqual(bob_side.state, "terminated")
+        self.finish()
+
     def test_target_not_registered(self) -> None:
         """No route to the target: NOTIFY with the routing's refusal."""
         _, bob_side = self.connect()
@@ -434,6 +458,34 @@ class FailedTransferTests(TransferTestCase):
         self.assertEqual(call.state, "terminated")
         self.assertEqual(self.records()["transfer"].disconnect, "transfer-failed")
         self.assertEqual(len(self.recorder.ended), 2)
+        self.finish()
+
+    def test_reinvite_cannot_be_sent(self) -> None:
+        """The re-INVITE to alice cannot even be sent (her TCP flow is
+        gone: a transport error at once): the new call, answered by carol,
+        ends once, after its answer (never connected after it ended, which
+        fired b2bua_call_answered after b2bua_call_ended), with a BYE to
+        carol; nothing (a session timer) is left."""
+        _, bob_side = self.connect()
+        self.refer(bob_side)
+        carol_side = self.carol.incoming[0]
+        transactions = self.h.switch.transactions
+        send_request = transactions.send_request
+
+        def failing(request: Request, target: Any, user: Any) -> Any:
+            if request.method == "INVITE" and request.uri.user == "1000":
+                raise TransportError("the flow to alice is gone")
+            return send_request(request, target, user)
+
+        transactions.send_request = failing
+        self.addCleanup(setattr, transactions, "send_request", send_request)
+        carol_side.answer()
+        self.h.settle()
+        self.assertEqual(carol_side.state, "terminated")
+        self.assertEqual([type(c).__name__ for c in self.recorder.answered],
+                         ["Call", "TransferCall"])
+        self.assertEqual(self.records()["transfer"].disconnect, "transfer-failed")
+        self.assertNotIn((CallState.ENDED, CallState.CONNECTED), self.recorder.states)
         self.finish()
 
 

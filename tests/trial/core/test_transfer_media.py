@@ -10,22 +10,14 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from b2bua.sip.sdp import parse_sdp
 from b2bua.testing import SwitchHarness
 from media.backend import RelayBackend
 from media.plugin import NAME, MediaAnchor
 from media.rtp import rtp_packet
 from tests.trial.media.support import FakeUDPReactor
+from tests.trial.media.test_plugin import media_of
 
 RELAY = "198.51.100.1"
-
-
-def media_of(body: bytes) -> tuple[str, int]:
-    """The address and port of the first m= line of an SDP body."""
-    sdp = parse_sdp(body)
-    connection = sdp.media[0].connection or sdp.connection
-    assert connection is not None
-    return connection.address, sdp.media[0].port
 
 
 class AnchoredTransferTests(SynchronousTestCase):

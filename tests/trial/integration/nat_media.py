@@ -27,6 +27,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import FailTest, SkipTest
 
 __all__ = [
+    "RELAY_MEDIA_CONFIG",
     "Delivery",
     "DeliveryCounter",
     "free_port_range",
@@ -34,6 +35,17 @@ __all__ = [
     "require_raw_sockets",
     "skip_or_fail",
 ]
+
+#: The C{[media]} section of a switch anchoring media in its built-in
+#: relay on C{relay}, ports C{port_min} to C{port_max} (formatted with
+#: those); the section's other keys (C{media_timeout} ...) may follow it.
+RELAY_MEDIA_CONFIG = """
+[media]
+backend = "relay"
+interface = "{relay}"
+port_min = {port_min}
+port_max = {port_max}
+"""
 
 #: The largest datagram read at once (an RTP packet is far smaller).
 _MAX_DATAGRAM = 65535

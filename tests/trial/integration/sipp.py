@@ -55,19 +55,57 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import FailTest, SkipTest
 
 __all__ = [
+    "MEDIA_SERVER_CONFIG",
     "SCENARIOS",
+    "SWITCH_CONFIG",
     "PortWaitTimeout",
     "SippResult",
     "SippTimeoutError",
     "TwistdProcess",
+    "cdr_disconnects",
     "free_port",
     "port_in_use",
+    "register_contact",
     "require_program",
     "run_sipp",
     "run_sipp_uas",
     "scenario",
     "wait_for_port",
 ]
+
+#: The configuration of a switch under twistd that sipp phones of the
+#: demo tenant call (L{SwitchProcessMixin.start_demo_switch}); formatted
+#: with C{port} (SIP, UDP and TCP), C{oam} and C{database} (a file).
+SWITCH_CONFIG = """
+[sip]
+listen = ["udp:127.0.0.1:{port}", "tcp:127.0.0.1:{port}"]
+# sipp answers only MD5 challenges and digests its own URI
+digest_algorithms = ["MD5", "SHA-256"]
+digest_check_uri = false
+
+[core]
+drain_timeout = 2
+
+[oam]
+listen = "tcp:{oam}:interface=127.0.0.1"
+
+[storage]
+# seeded with the demo extensions (b2bua.demo.seed_database) before start
+database = "sqlite:///{database}"
+"""
+
+#: The media server's section, to append to L{SWITCH_CONFIG}; formatted
+#: with C{ms_port}, C{folder}, C{rtp}, C{rtp_max} and C{flows}.  More keys
+#: of the section (C{extensions} ...) may follow it.
+MEDIA_SERVER_CONFIG = """
+[plugins.media_server]
+enabled = true
+listen = "127.0.0.1:{ms_port}"
+prompts = "{folder}/no-prompts"
+port_min = {rtp}
+port_max = {rtp_max}
+flows = "{flows}"
+"""
 
 #: The folder holding the SIPp XML scenarios shipped with the tests.
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
@@ -455,6 +493,38 @@ def _run(
     return process.ended.addCallback(collect)
 
 
+def register_contact(
+    reactor: ProcessReactor,
+    target: str,
+    user: str,
+    port: int,
+    *,
+    password: str = "1234",
+    timeout: float = 30.0,
+    sipp: str = "sipp",
+    local_ip: str = "127.0.0.1",
+) -> Deferred[SippResult]:
+    """Register C{local_ip:port} as the contact of extension C{user} at the
+    switch C{target} (C{register_contact.xml}, digest C{user}/C{password}),
+    so that a sipp UAS started on that port gets the extension's calls."""
+    return run_sipp(reactor, scenario("register_contact.xml"), target, "u1",
+                    ["-s", user, "-au", user, "-ap", password], timeout=timeout,
+                    local_port=port, sipp=sipp, local_ip=local_ip)
+
+
+def cdr_disconnects(database: Path) -> list[tuple[str, str, str, str]]:
+    """The CDRs of the switch's SQLite C{database}, oldest first, as
+    C{(caller, callee, disposition, breakdown["disconnect"])}."""
+    import json
+    import sqlite3
+
+    with sqlite3.connect(database) as db:
+        rows = db.execute("SELECT caller, callee, disposition, breakdown FROM cdrs "
+                          "ORDER BY id").fetchall()
+    return [(caller, callee, disposition, json.loads(breakdown)["disconnect"])
+            for caller, callee, disposition, breakdown in rows]
+
+
 class PortWaitTimeout(Exception):
     """Nothing listened on the port in time (or the sipp meant to had ended)."""
 
@@ -558,12 +628,17 @@ class TwistdProcess(ProcessProtocol):
 
 class SwitchProcessMixin:
     """C{twistd -n b2bua --config FILE} as a child process of a trial test
-    case (mix it into the case): L{spawn_switch}, L{output},
-    L{stop_switch}; the child is killed at the end of the test whatever
-    happens."""
+    case (mix it into the case): L{spawn_switch} (or
+    L{start_demo_switch}: the demo tenant, a configuration template, wait
+    for the SIP port), L{output}, L{stop_switch}; the child is killed at the
+    end of the test whatever happens."""
 
     twistd: TwistdProcess | None = None
     process: IProcessTransport | None = None
+    sipp: str
+    port: int
+    folder: Path
+    database: Path
 
     def spawn_switch(self, config: Path, cwd: Path) -> TwistdProcess:
         """Start the switch on C{config}, in folder C{cwd}, from this tree."""
@@ -580,6 +655,46 @@ class SwitchProcessMixin:
                                             path=str(cwd))
         self.addCleanup(self._kill_switch)  # type: ignore[attr-defined]
         return self.twistd
+
+    async def start_demo_switch(self, template: str, *, prefix: str = "b2bua-it-",
+                                **fields: object) -> Path:
+        """Start the switch on C{template} with the demo tenant, and wait
+        for its SIP port.
+
+        Sets C{sipp} (the program; the test skips without it), C{port}
+        (SIP, free for UDP and TCP), C{folder} (a new temporary folder, the
+        switch's working folder) and C{database} (its SQLite file, seeded
+        by L{b2bua.demo.seed_database}).  C{template} is formatted with
+        C{port}, C{oam}, C{database}, C{folder} and C{fields}, and written
+        to C{folder/b2bua.toml}.
+
+        @return: the folder.
+        """
+        from twisted.internet import reactor
+
+        from b2bua.demo import seed_database
+
+        self.sipp = require_program("sipp", "sip-tester")
+        self.port = free_port("both")
+        self.folder = folder = Path(tempfile.mkdtemp(prefix=prefix))
+        self.database = database = folder / "var" / "b2bua.db"
+        config = folder / "b2bua.toml"
+        config.write_text(template.format(port=self.port, oam=free_port("tcp"),
+                                          database=database, folder=folder, **fields))
+        await seed_database(f"sqlite:///{database}", reactor, admin_key=False)
+        self.spawn_switch(config, folder)
+        self.addCleanup(self.stop_switch)  # type: ignore[attr-defined]
+        try:
+            await wait_for_port(reactor, self.port, "tcp", timeout=20.0)
+        except Exception as error:
+            self.fail(  # type: ignore[attr-defined]
+                f"switch did not start: {error}\n{self.output[-3000:]}")
+        return folder
+
+    @property
+    def target(self) -> str:
+        """The switch's SIP address (C{127.0.0.1:port})."""
+        return f"127.0.0.1:{self.port}"
 
     @property
     def output(self) -> str:

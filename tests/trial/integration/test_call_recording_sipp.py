@@ -52,6 +52,7 @@ from media.server.wav import read_wav
 from tests.trial.integration import test_media_server_sipp as frames
 from tests.trial.integration import test_nat_media_sipp as nat
 from tests.trial.integration.nat_media import (
+    RELAY_MEDIA_CONFIG,
     free_port_range,
     require_raw_sockets,
     skip_or_fail,
@@ -78,13 +79,7 @@ _SSRC = 0x7265_6331
 #: The caller's Call-ID (sipp's C{-cid_str}: one call, no need for its C{%u}).
 CALL_ID = "callrec-test@127.0.0.52"
 
-MEDIA_CONFIG = """
-[media]
-backend = "relay"
-interface = "{relay}"
-port_min = {port_min}
-port_max = {port_max}
-media_timeout = 10
+MEDIA_CONFIG = RELAY_MEDIA_CONFIG + """media_timeout = 10
 record_policy = "on_demand"
 recordings = "{recordings}"
 
@@ -113,13 +108,7 @@ def write_tone_pcap(path: Path) -> None:
                         _rtp(_TELEPHONE_EVENT, sequence, event.timestamp, event.payload,
                              event.marker)))
         sequence += 1
-    records = []
-    for at_ms, rtp in packets:
-        frame = frames._frame(rtp, 6000, 6002)
-        records.append(struct.pack("<IIII", at_ms // 1000, (at_ms % 1000) * 1000,
-                                   len(frame), len(frame)) + frame)
-    header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, frames._ETHERNET)
-    path.write_bytes(header + b"".join(records))
+    frames.write_rtp_pcap(path, packets)
 
 
 def _rtp(payload_type: int, sequence: int, timestamp: int, payload: bytes,

@@ -35,6 +35,7 @@ from media.server.goertzel import goertzel_power
 from media.server.pcm import to_samples
 from media.server.wav import Audio, read_wav
 from tests.trial.integration import test_media_server_sipp as base
+from tests.trial.integration.sipp import MEDIA_SERVER_CONFIG, SWITCH_CONFIG
 
 EXTENSION = "7124"
 TONE_HZ = 1000
@@ -47,31 +48,9 @@ _PCMU = 0
 _TELEPHONE_EVENT_PT = 101
 _SSRC = 0x5245_434F
 
-CONFIG = """
-[sip]
-listen = ["udp:127.0.0.1:{port}", "tcp:127.0.0.1:{port}"]
-digest_algorithms = ["MD5", "SHA-256"]
-digest_check_uri = false
-
-[core]
-drain_timeout = 2
-
-[oam]
-listen = "tcp:{oam}:interface=127.0.0.1"
-
-[storage]
-database = "sqlite:///{database}"
-
-[plugins.media_server]
-enabled = true
-listen = "127.0.0.1:{ms_port}"
-prompts = "{folder}/no-prompts"
-port_min = {rtp}
-port_max = {rtp_max}
-flows = "{flows}"
-recordings = "{folder}/recordings"
+CONFIG = SWITCH_CONFIG + MEDIA_SERVER_CONFIG + '''recordings = "{folder}/recordings"
 extensions = {{ "{extension}" = "record_tone" }}
-"""
+'''
 
 
 def tone_pcm(frequency: float, milliseconds: int, amplitude: int = AMPLITUDE) -> bytes:
@@ -107,13 +86,7 @@ def write_tone_pcap(path: Path, *, frequency: float = TONE_HZ, tone_ms: int = TO
                         _rtp(_TELEPHONE_EVENT_PT, sequence, packet.timestamp, packet.payload,
                              packet.marker)))
         sequence += 1
-    records = []
-    for at_ms, rtp in packets:
-        frame = base._frame(rtp, 6000, 6002)
-        records.append(struct.pack("<IIII", at_ms // 1000, (at_ms % 1000) * 1000,
-                                   len(frame), len(frame)) + frame)
-    header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, base._ETHERNET)
-    path.write_bytes(header + b"".join(records))
+    base.write_rtp_pcap(path, packets)
 
 
 def dominant_frequency(samples: list[int], low: int = 200, high: int = 3000) -> float:

@@ -15,54 +15,29 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 from pathlib import Path
 
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
 from twisted.trial import unittest
 
-from b2bua.demo import seed_database
 from media.server.dtmf import telephone_event_packets
 from media.server.ua_session import reason_for_cause
 from tests.trial.integration.sipp import (
+    MEDIA_SERVER_CONFIG,
+    SWITCH_CONFIG,
     SwitchProcessMixin,
     free_port,
-    require_program,
     run_sipp,
     scenario,
-    wait_for_port,
 )
 
-ROOT = Path(__file__).resolve().parents[3]
 FLOWS = Path(__file__).resolve().parent / "ms_flows"
 TIMEOUT = 25.0
 EXTENSION = "7123"
 
-CONFIG = """
-[sip]
-listen = ["udp:127.0.0.1:{port}", "tcp:127.0.0.1:{port}"]
-digest_algorithms = ["MD5", "SHA-256"]
-digest_check_uri = false
-
-[core]
-drain_timeout = 2
-
-[oam]
-listen = "tcp:{oam}:interface=127.0.0.1"
-
-[storage]
-database = "sqlite:///{database}"
-
-[plugins.media_server]
-enabled = true
-listen = "127.0.0.1:{ms_port}"
-prompts = "{folder}/no-prompts"
-port_min = {rtp}
-port_max = {rtp_max}
-flows = "{flows}"
-extensions = {{ "{extension}" = "pin_check" }}
-"""
+CONFIG = SWITCH_CONFIG + MEDIA_SERVER_CONFIG + '''extensions = {{ "{extension}" = "pin_check" }}
+'''
 
 #: the pcap's link type: Ethernet
 _ETHERNET = 1
@@ -86,9 +61,22 @@ def _frame(payload: bytes, source_port: int, destination_port: int) -> bytes:
     return bytes(6) + bytes(6) + b"\x08\x00" + header + udp
 
 
+def write_rtp_pcap(path: Path, packets: list[tuple[int, bytes]]) -> None:
+    """A pcap sipp plays (C{play_pcap_audio}): each C{(at_ms, rtp)} of
+    C{packets} is sent C{at_ms} after the play starts, from port 6000 to
+    6002 (which sipp rewrites)."""
+    records = []
+    for at_ms, rtp in packets:
+        frame = _frame(rtp, 6000, 6002)
+        records.append(struct.pack("<IIII", at_ms // 1000, (at_ms % 1000) * 1000,
+                                   len(frame), len(frame)) + frame)
+    header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, _ETHERNET)
+    path.write_bytes(header + b"".join(records))
+
+
 def write_dtmf_pcap(path: Path, digits: str, *, gap_ms: int = 400) -> None:
     """A pcap of RFC 4733 key presses (100 ms each, C{gap_ms} apart)."""
-    records = []
+    packets: list[tuple[int, bytes]] = []
     sequence, ssrc, start_ms = 1000, 0x4D53_5541, 200
     for n, digit in enumerate(digits):
         timestamp = 16000 + n * 8 * (100 + gap_ms)
@@ -98,12 +86,8 @@ def write_dtmf_pcap(path: Path, digits: str, *, gap_ms: int = 400) -> None:
                               (0x80 if packet.marker else 0) | _TELEPHONE_EVENT_PT,
                               sequence, packet.timestamp, ssrc) + packet.payload
             sequence += 1
-            at_ms = start_ms + n * (100 + gap_ms) + packet.send_at_ms
-            frame = _frame(rtp, 6000, 6002)
-            records.append(struct.pack("<IIII", at_ms // 1000, (at_ms % 1000) * 1000,
-                                       len(frame), len(frame)) + frame)
-    header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, _ETHERNET)
-    path.write_bytes(header + b"".join(records))
+            packets.append((start_ms + n * (100 + gap_ms) + packet.send_at_ms, rtp))
+    write_rtp_pcap(path, packets)
 
 
 class MediaServerCase(SwitchProcessMixin, unittest.TestCase):
@@ -122,23 +106,10 @@ class MediaServerCase(SwitchProcessMixin, unittest.TestCase):
 
     async def setUp(self) -> None:
         """Seed the demo tenant, start the switch, wait for its SIP port."""
-        self.sipp = require_program("sipp", "sip-tester")
-        self.port = free_port("both")
-        self.folder = Path(tempfile.mkdtemp(prefix="b2bua-ms-"))
-        database = self.folder / "var" / "b2bua.db"
-        config = self.folder / "b2bua.toml"
         rtp = 20000 + (os.getpid() % 200) * 100
-        config.write_text(self.config_template.format(
-            port=self.port, oam=free_port("tcp"), database=database, folder=self.folder,
-            ms_port=free_port("udp"), rtp=rtp, rtp_max=rtp + 99, flows=FLOWS,
-            extension=self.extension))
-        await seed_database(f"sqlite:///{database}", reactor, admin_key=False)
-        self.spawn_switch(config, self.folder)
-        self.addCleanup(self.stop_switch)
-        try:
-            await wait_for_port(reactor, self.port, "tcp", timeout=20.0)
-        except Exception as error:
-            self.fail(f"switch did not start: {error}\n{self.output[-3000:]}")
+        await self.start_demo_switch(self.config_template, prefix="b2bua-ms-",
+                                     ms_port=free_port("udp"), rtp=rtp, rtp_max=rtp + 99,
+                                     flows=FLOWS, extension=self.extension)
 
     async def dial(self, pcap: Path, cause: str) -> None:
         """Dial L{extension}, play C{pcap} after the 200, and require a BYE

@@ -22,14 +22,15 @@ sipp is bounded (C{-m 1}, short receive timeouts).
 
 from __future__ import annotations
 
-import json
-import sqlite3
-
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
 
 from tests.trial.integration.sipp import (
+    MEDIA_SERVER_CONFIG,
+    SWITCH_CONFIG,
+    cdr_disconnects,
     free_port,
+    register_contact,
     run_sipp,
     run_sipp_uas,
     scenario,
@@ -40,30 +41,8 @@ from tests.trial.integration.test_media_server_sipp import MediaServerCase
 TIMEOUT = 25.0
 EXTENSION = "7125"
 
-CONFIG = """
-[sip]
-listen = ["udp:127.0.0.1:{port}", "tcp:127.0.0.1:{port}"]
-digest_algorithms = ["MD5", "SHA-256"]
-digest_check_uri = false
-
-[core]
-drain_timeout = 2
-
-[oam]
-listen = "tcp:{oam}:interface=127.0.0.1"
-
-[storage]
-database = "sqlite:///{database}"
-
-[plugins.media_server]
-enabled = true
-listen = "127.0.0.1:{ms_port}"
-prompts = "{folder}/no-prompts"
-port_min = {rtp}
-port_max = {rtp_max}
-flows = "{flows}"
-extensions = {{ "{extension}" = "transfer_to_1002" }}
-"""
+CONFIG = SWITCH_CONFIG + MEDIA_SERVER_CONFIG + '''extensions = {{ "{extension}" = "transfer_to_1002" }}
+'''
 
 
 class MediaTransferWithSippTests(MediaServerCase):
@@ -73,17 +52,10 @@ class MediaTransferWithSippTests(MediaServerCase):
     config_template = CONFIG
     extension = EXTENSION
 
-    @property
-    def target(self) -> str:
-        """The switch's SIP address."""
-        return f"127.0.0.1:{self.port}"
-
     async def _transfer(self) -> None:
         c_port = free_port("udp")
-        registered = await run_sipp(
-            reactor, scenario("register_contact.xml"), self.target, "u1",
-            ["-s", "1002", "-au", "1002", "-ap", "1234"],
-            timeout=TIMEOUT, local_port=c_port, sipp=self.sipp)
+        registered = await register_contact(reactor, self.target, "1002", c_port,
+                                            timeout=TIMEOUT, sipp=self.sipp)
         self.assertTrue(registered.ok, registered.describe())
         target = run_sipp_uas(
             reactor, scenario("uas_answer.xml"), c_port, "u1",
@@ -104,13 +76,8 @@ class MediaTransferWithSippTests(MediaServerCase):
         self.assertIn("REFER to sip:1002@127.0.0.1", log)
         self.assertRegex(log, r"media server: transfer of \S+: transferred \(\(200, ")
         self.assertRegex(log, r"flow transfer_to_1002 of \S+ ended: transfer \(1002\)")
-        database = self.folder / "var" / "b2bua.db"
-        with sqlite3.connect(database) as db:
-            rows = db.execute("SELECT caller, callee, disposition, breakdown FROM cdrs "
-                              "ORDER BY id").fetchall()
         self.assertEqual(
-            [(caller, callee, disposition, json.loads(breakdown)["disconnect"])
-             for caller, callee, disposition, breakdown in rows],
+            cdr_disconnects(self.database),
             [("sip:1000@127.0.0.1", f"sip:{EXTENSION}@127.0.0.1", "answered", "transferred"),
              ("sip:1000@127.0.0.1", "sip:1002@127.0.0.1", "answered", "caller")])
 

@@ -35,7 +35,7 @@ from b2bua.demo import seed_database
 from media.moh import generated_loop
 from media.server.g711 import ulaw_encode
 from media.server.rtp_packet import parse_rtp
-from tests.trial.integration.nat_media import free_port_range
+from tests.trial.integration.nat_media import RELAY_MEDIA_CONFIG, free_port_range
 from tests.trial.integration.sipp import SippResult, run_sipp, run_sipp_uas, scenario, wait_for_port
 from tests.trial.integration.trunk_switch import TrunkSwitchCase, free_port_on
 
@@ -52,13 +52,7 @@ CALLEE, CALLER, PASSWORD = "1001", "1000", "1234"
 PAUSE_MS = 2000
 SIPP_TIMEOUT = 40.0
 
-MEDIA_CONFIG = """
-[media]
-backend = "relay"
-interface = "{relay}"
-port_min = {port_min}
-port_max = {port_max}
-media_timeout = 0
+MEDIA_CONFIG = RELAY_MEDIA_CONFIG + """media_timeout = 0
 
 [media.moh]
 enabled = true

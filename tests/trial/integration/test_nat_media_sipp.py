@@ -59,6 +59,7 @@ from twisted.logger import Logger
 
 from b2bua.demo import seed_database
 from tests.trial.integration.nat_media import (
+    RELAY_MEDIA_CONFIG,
     Delivery,
     DeliveryCounter,
     free_port_range,
@@ -93,13 +94,7 @@ SIPP_TIMEOUT = 30.0
 
 log = Logger()
 
-MEDIA_CONFIG = """
-[media]
-backend = "relay"
-interface = "{relay}"
-port_min = {port_min}
-port_max = {port_max}
-media_timeout = {media_timeout}
+MEDIA_CONFIG = RELAY_MEDIA_CONFIG + """media_timeout = {media_timeout}
 
 [plugins.local_routing]
 ring_timeout = {ring_timeout}

@@ -22,6 +22,7 @@ from twisted.trial import unittest
 
 from b2bua.demo import seed_database
 from tests.trial.integration.sipp import (
+    SWITCH_CONFIG,
     SippResult,
     TwistdProcess,
     free_port,
@@ -35,23 +36,7 @@ from tests.trial.integration.sipp import (
 ROOT = Path(__file__).resolve().parents[3]
 TIMEOUT = 20.0
 
-CONFIG = """
-[sip]
-listen = ["udp:127.0.0.1:{port}", "tcp:127.0.0.1:{port}"]
-# sipp answers only MD5 challenges and digests its own URI
-digest_algorithms = ["MD5", "SHA-256"]
-digest_check_uri = false
-
-[core]
-drain_timeout = 2
-
-[oam]
-listen = "tcp:{oam}:interface=127.0.0.1"
-
-[storage]
-# seeded with the demo extensions (b2bua.demo.seed_database) before start
-database = "sqlite:///{database}"
-"""
+CONFIG = SWITCH_CONFIG
 
 
 class ServiceWithSippTests(unittest.TestCase):

@@ -20,20 +20,16 @@ talks to 127.0.0.1 only.
 
 from __future__ import annotations
 
-import json
-import sqlite3
-import tempfile
-from pathlib import Path
-
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.trial import unittest
 
-from b2bua.demo import seed_database
 from tests.trial.integration.sipp import (
+    SWITCH_CONFIG,
     SwitchProcessMixin,
+    cdr_disconnects,
     free_port,
-    require_program,
+    register_contact,
     run_sipp,
     run_sipp_uas,
     scenario,
@@ -42,60 +38,20 @@ from tests.trial.integration.sipp import (
 
 TIMEOUT = 25.0
 
-CONFIG = """
-[sip]
-listen = ["udp:127.0.0.1:{port}", "tcp:127.0.0.1:{port}"]
-# sipp answers only MD5 challenges and digests its own URI
-digest_algorithms = ["MD5", "SHA-256"]
-digest_check_uri = false
-
-[core]
-drain_timeout = 2
-
-[oam]
-listen = "tcp:{oam}:interface=127.0.0.1"
-
-[storage]
-# seeded with the demo extensions (b2bua.demo.seed_database) before start
-database = "sqlite:///{database}"
-"""
-
 
 class TransferWithSippTests(SwitchProcessMixin, unittest.TestCase):
     """A sipp callee transfers its sipp caller to a third sipp phone."""
 
     timeout = 90
 
-    async def _start(self) -> None:
-        self.sipp = require_program("sipp", "sip-tester")
-        self.port = free_port("both")
-        self.folder = Path(tempfile.mkdtemp(prefix="b2bua-xfer-"))
-        database = self.database = self.folder / "var" / "b2bua.db"
-        config = self.folder / "b2bua.toml"
-        config.write_text(CONFIG.format(port=self.port, oam=free_port("tcp"),
-                                        database=database))
-        await seed_database(f"sqlite:///{database}", reactor, admin_key=False)
-        self.spawn_switch(config, self.folder)
-        self.addCleanup(self.stop_switch)
-        try:
-            await wait_for_port(reactor, self.port, "tcp", timeout=20.0)
-        except Exception as error:
-            self.fail(f"switch did not start: {error}\n{self.output[-3000:]}")
-
-    def setUp(self) -> Deferred[None]:
+    def setUp(self) -> Deferred[object]:
         """Seed the demo tenant, start the switch, wait for its SIP port."""
-        return ensureDeferred(self._start())
-
-    @property
-    def target(self) -> str:
-        """The switch's SIP address."""
-        return f"127.0.0.1:{self.port}"
+        return ensureDeferred(self.start_demo_switch(SWITCH_CONFIG, prefix="b2bua-xfer-"))
 
     async def register(self, user: str, port: int) -> None:
         """Register a contact at C{port} for extension C{user}."""
-        result = await run_sipp(reactor, scenario("register_contact.xml"), self.target, "u1",
-                                ["-s", user, "-au", user, "-ap", "1234"],
-                                timeout=TIMEOUT, local_port=port, sipp=self.sipp)
+        result = await register_contact(reactor, self.target, user, port, timeout=TIMEOUT,
+                                        sipp=self.sipp)
         self.assertTrue(result.ok, result.describe())
 
     async def _transfer(self) -> None:
@@ -124,12 +80,8 @@ class TransferWithSippTests(SwitchProcessMixin, unittest.TestCase):
         self.assertEqual(failed, [], "\n".join(failed) + "\n" + self.output[-4000:])
         # two CDRs: A to B ended by the transfer, then A to C ended by A
         await self.stop_switch()
-        with sqlite3.connect(self.database) as db:
-            rows = db.execute("SELECT caller, callee, disposition, breakdown FROM cdrs "
-                              "ORDER BY id").fetchall()
         self.assertEqual(
-            [(caller, callee, disposition, json.loads(breakdown)["disconnect"])
-             for caller, callee, disposition, breakdown in rows],
+            cdr_disconnects(self.database),
             [("sip:1000@127.0.0.1", "sip:1001@127.0.0.1", "answered", "transferred"),
              ("sip:1000@127.0.0.1", "sip:1002@127.0.0.1", "answered", "caller")])
 

@@ -14,14 +14,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from b2bua.core.directory import DEMO_DOMAIN
 from b2bua.sip.headers import parse_name_addr
 from b2bua.sip.message import Request, Response
-from b2bua.testing import FakeNetwork, FakeTransport, Outgoing, Phone, PhoneCall
-from media.ports import PortPool
-from media.server.ivr import Flow, load_flow
+from b2bua.testing import Outgoing, PhoneCall
+from media.server.ivr import load_flow
 from media.server.ivr_actions import builtin_actions
 from media.server.ivr_runtime import FlowResult
 from media.server.ua import TRANSFERRED_BYE_WAIT, TRANSFERRED_REASON, MediaServerUA
 from media.server.ua_session import reason_for_cause
-from tests.trial.media.support import FakeUDPReactor
+from tests.trial.media.server.test_ua import UATestsMixin
 
 UA = ("127.0.0.1", 5070)
 SIPFRAG_TYPE = "message/sipfrag;version=2.0"
@@ -84,24 +83,15 @@ target = "1002"
 """
 
 
-class TransferTestsMixin:
-    """A user agent and a phone (the switch) on one fake reactor."""
+class TransferTestsMixin(UATestsMixin):
+    """A user agent and a phone (the switch, which takes REFER) on one fake
+    reactor."""
+
+    flow_texts = (("xfer", TRANSFER_FLOW), ("bare", BARE_FLOW), ("quick", QUICK_FLOW),
+                  ("short", SHORT_FLOW))
 
     def setUp(self) -> None:
-        self.reactor = FakeUDPReactor()
-        self.network = FakeNetwork(self.reactor)
-        self.results: list[tuple[str, FlowResult]] = []
-        flows: dict[str, Flow] = {
-            name: load_flow(text, actions=builtin_actions())
-            for name, text in (("xfer", TRANSFER_FLOW), ("bare", BARE_FLOW),
-                               ("quick", QUICK_FLOW), ("short", SHORT_FLOW))}
-        self.pool = PortPool(30000, 30009)
-        self.ua = MediaServerUA(
-            self.reactor, listen=UA, flows=flows, actions=builtin_actions(), prompts=None,
-            port_pool=self.pool, transport=FakeTransport(self.network, *UA),
-            on_result=lambda flow, result: self.results.append((flow.name, result)))
-        self.ua.start()
-        self.phone = Phone(self.network, "1000", "127.0.0.2", proxy=UA)
+        super().setUp()
         self.phone.answers["REFER"] = 202
 
     def call(self, flow: str = "xfer") -> PhoneCall:
@@ -429,6 +419,18 @@ class NotifyTests(TransferTestsMixin, SynchronousTestCase):
         self.assertEqual(self.notify(call, "200 OK", event="presence").code, 489)
         self.assertEqual(self.notify(call, "200 OK", event="refer;id=77").code, 489)
         self.assertEqual(self.results, [])
+
+    def test_outside_a_dialog(self) -> None:
+        """A NOTIFY outside any dialog (no To tag) gets 481, as BYE and
+        INFO do: not 405, which would contradict the Allow listing NOTIFY."""
+        uri = "sip:xfer@127.0.0.1:5070"
+        request = Request("NOTIFY", uri, self.phone._headers(
+            uri, "NOTIFY", self.phone.new_id(), f"{self.phone.new_id()}@127.0.0.2",
+            (("Event", "refer"), ("Subscription-State", "terminated"),
+             ("Content-Type", SIPFRAG_TYPE))), b"SIP/2.0 200 OK\r\n")
+        outgoing = self.phone.send(request, target=None)
+        self.network.flush()
+        self.assertEqual(outgoing.code, 481)
 
     def test_no_refer(self) -> None:
         """A NOTIFY in a call that sent no REFER gets 481."""

@@ -79,15 +79,19 @@ def rtp_packet(payload_type: int, sequence: int, timestamp: int, payload: bytes,
 
 
 class UATestsMixin:
-    """A user agent, a phone and a port pool on one fake reactor."""
+    """A user agent, a phone and a port pool on one fake reactor.
+
+    @cvar flow_texts: the UA's flows, as C{(name, TOML text)}.
+    """
+
+    flow_texts: tuple[tuple[str, str], ...] = (("pin", PIN_FLOW), ("greeting", GREETING_FLOW))
 
     def setUp(self) -> None:
         self.reactor = FakeUDPReactor()
         self.network = FakeNetwork(self.reactor)
         self.results: list[tuple[str, FlowResult]] = []
         flows: dict[str, Flow] = {
-            name: load_flow(text, actions=builtin_actions())
-            for name, text in (("pin", PIN_FLOW), ("greeting", GREETING_FLOW))}
+            name: load_flow(text, actions=builtin_actions()) for name, text in self.flow_texts}
         self.pool = PortPool(30000, 30009)
         self.ua = MediaServerUA(
             self.reactor, listen=UA, flows=flows, actions=builtin_actions(), prompts=None,
