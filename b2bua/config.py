@@ -115,6 +115,8 @@ class CoreConfig:
     drain_timeout: float = 60.0
     #: act on REFER: blind transfer by the switch (docs/transfer.md)
     transfer: bool = True
+    #: REFERs accepted in a call (and the transfer calls it led to); 0: none
+    max_transfers: int = 3
 
 
 @dataclass(frozen=True)
@@ -495,6 +497,8 @@ def _core(c: _Checker, data: dict[str, Any]) -> CoreConfig:
         follow_redirects=c.take(table, "core", "follow_redirects", bool, True),
         drain_timeout=c.seconds(table, "core", "drain_timeout", 60.0),
         transfer=c.take(table, "core", "transfer", bool, True),
+        max_transfers=c.take(table, "core", "max_transfers", int, 3,
+                             lambda v: None if 0 <= v <= 100 else "must be 0..100"),
     )
     c.unknown(table, "core")
     return core

@@ -119,7 +119,12 @@ def b2bua_route_call(
     steps (each step's destinations ring in parallel, steps in sequence),
     a L{Reject} (e.g. 480 when the callee is not registered), C{None} for
     no opinion, or a lazy callable.  The first non-None answer is used;
-    with no answer the caller gets C{404}."""
+    with no answer the caller gets C{404}.
+
+    A destination where one of the switch's own subscribers answers should
+    be a L{b2bua.core.transfer_policy.CalleeDestination} naming that
+    subscriber: only such a callee may transfer the call (REFER), and the
+    transfer is charged to it (C{docs/transfer.md}, "Who pays")."""
 
 
 @hookspec

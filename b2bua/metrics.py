@@ -44,6 +44,7 @@ __all__ = [
     "REJECT_REASONS",
     "SETUP_BUCKETS",
     "SIP_METHODS",
+    "TRANSFER_RESULTS",
     "Metrics",
     "code_label",
     "method_label",
@@ -104,6 +105,18 @@ REJECT_REASONS: frozenset[str] = frozenset(
     }
 )
 """Reasons of C{b2bua_sip_rejected_requests_total} besides C{"other"}."""
+
+TRANSFER_RESULTS: tuple[str, ...] = (
+    "accepted",  # REFER answered 202: a call to the target was placed
+    "connected",  # the target answered: the transferee was moved to it
+    "failed",  # the call to the target failed (busy, no answer, refused...)
+    "refused_payer",  # 403: the referrer is nobody the switch can charge
+    "refused_limit",  # 403: the call reached [core] max_transfers
+    "refused_policy",  # 403 with [core] transfer off, or b2bua_authorize_transfer refused
+    "refused_invalid",  # 400/501: bad Refer-To, Replaces, a method other than INVITE
+    "refused_other",  # 481/491/500: party gone, offer pending, plugin error
+)
+"""Every value of the C{result} label of C{b2bua_calls_transferred_total}."""
 
 OAM_ROUTES: frozenset[str] = frozenset({"health", "ready", "metrics", "drain", "api"})
 """Values of the C{route} label of C{b2bua_oam_http_errors_total} besides C{"other"}."""
@@ -264,8 +277,14 @@ class Metrics:
             "Unexpected exceptions in the OAM HTTP site, answered with 500.", ["route"],
             registry=reg,
         )
+        self.calls_transferred = Counter(
+            "b2bua_calls_transferred",
+            "Blind transfers by the switch (REFER), by result.", ["result"], registry=reg,
+        )
         for outcome in OUTCOMES:
             self.calls.labels(outcome)
+        for result in TRANSFER_RESULTS:
+            self.calls_transferred.labels(result)
         for method in sorted(SIP_METHODS):
             self.sip_requests.labels(method)
         for reason in sorted(DROP_REASONS):
@@ -343,6 +362,13 @@ class Metrics:
         """Record the time from INVITE to answer; negative or NaN values are ignored."""
         if seconds >= 0:
             self.call_setup.observe(seconds)
+
+    def call_transferred(self, result: str) -> str:
+        """Count a step of a blind transfer; return the C{result} label
+        (one of L{TRANSFER_RESULTS}, anything else folds into C{"other"})."""
+        label = result if result in TRANSFER_RESULTS else OTHER
+        self.calls_transferred.labels(label).inc()
+        return label
 
     # SIP messages.
 

@@ -276,7 +276,8 @@ class SwitchService(MultiService):
         self.switch = Switch(
             reactor, Directory.from_rows({}), self.registrar, self.hooks, self.metrics, secret,
             CoreSettings(core.no_answer_timeout, core.session_expires, core.follow_redirects,
-                         core.drain_timeout, config.sip.user_agent, transfer=core.transfer),
+                         core.drain_timeout, config.sip.user_agent, transfer=core.transfer,
+                         max_transfers=core.max_transfers),
             digest_algorithms=config.sip.digest_algorithms,
             digest_check_uri=config.sip.digest_check_uri)
         self.transport = TransportLayer(

@@ -4,6 +4,11 @@ contact registered for it (in parallel).
 Unregistered extension -> C{480}; unknown number -> no opinion (the core
 answers C{404}, after the caller authenticated).  Calls to another tenant's
 domain are not this plugin's business.
+
+Each destination is a L{CalleeDestination} marked with the extension's
+address-of-record: the phone that answers is one of the switch's own
+authenticated subscribers, so a transfer it asks for (REFER) is placed and
+charged as that extension (C{docs/transfer.md}, "Who pays").
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from b2bua.core.call import Call
 from b2bua.core.decisions import Destination, Reject, Route
 from b2bua.core.location import Binding
 from b2bua.core.services import Services
+from b2bua.core.transfer_policy import CalleeDestination
 from b2bua.hookspecs import hookimpl
 from b2bua.sip.errors import ParseError
 from b2bua.sip.interfaces import Target
@@ -73,15 +79,16 @@ class LocalRouting:
             return services.registrar.lookup(extension.aor).addCallback(routes)
 
         def routes(bindings: list[Binding]) -> Route | Reject | list[Route]:
-            destinations = []
+            destinations: list[Destination] = []
             for binding in bindings:
                 try:
                     contact = parse_uri(binding.contact)
                 except ParseError:
                     continue
-                destinations.append(Destination(
+                destinations.append(CalleeDestination(
                     uri=contact, next_hop=_next_hop(binding),
-                    route=tuple(binding.path), label=extension.number))
+                    route=tuple(binding.path), label=extension.number,
+                    callee_identity=extension.aor, callee_tenant=extension.tenant.domain))
             if not destinations:
                 return Reject(480, "Temporarily Unavailable", source=NAME)
             return [Route(tuple(destinations), self.ring_timeout, source=NAME)]

@@ -61,6 +61,8 @@ class CoreSettings:
     @ivar drain_timeout: seconds a drain waits for calls before ending them.
     @ivar transfer: act on REFER (blind transfer by the switch,
         C{docs/transfer.md}); off, a REFER gets C{403}.
+    @ivar max_transfers: REFERs accepted in a call and the transfer calls
+        it led to, after which a REFER gets C{403} (0: none accepted).
     """
 
     no_answer_timeout: float = 180.0
@@ -69,6 +71,7 @@ class CoreSettings:
     drain_timeout: float = 60.0
     user_agent: str = "b2bua"
     transfer: bool = True
+    max_transfers: int = 3
 
 
 class Switch:

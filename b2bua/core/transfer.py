@@ -7,12 +7,16 @@ to that target.  The switch does not relay the REFER: it
   1. checks it (C{400} bad or missing C{Refer-To}, C{501} with
      C{Replaces} or a method other than INVITE, C{491} while another
      transfer or offer is in progress, C{403} when C{[core] transfer} is
-     off) and asks C{b2bua_authorize_transfer} (a L{Reject} refuses with
-     its code, a L{URI} replaces the target);
+     off, when the referrer is nobody the switch can charge or when the
+     call reached C{[core] max_transfers}: L{b2bua.core.transfer_policy})
+     and asks C{b2bua_authorize_transfer} (a L{Reject} refuses with its
+     code, a L{URI} replaces the target);
   2. answers C{202 Accepted} and sends the referrer a NOTIFY
      (C{Event: refer}, C{message/sipfrag} C{SIP/2.0 100 Trying});
   3. starts a L{TransferCall}: a new call from the transferee to the
-     target, with the call's identity and tenant, through the whole
+     target, with the referrer's identity and tenant (the referrer pays:
+     the caller's side as the call's identity, the callee's side as the
+     identity its destination was marked with), through the whole
      call path (C{b2bua_call_received}, C{b2bua_authorize_call},
      C{b2bua_route_call}, the hunt, C{b2bua_call_answered}...).  Its INVITE
      offers the transferee's media: the last SDP the switch sent the
@@ -45,6 +49,14 @@ from b2bua.core.call import Call
 from b2bua.core.decisions import Reject
 from b2bua.core.hooks import HookFailed
 from b2bua.core.leg import ServerLeg
+from b2bua.core.transfer_policy import (
+    TRANSFERS,
+    Party,
+    TransferRefused,
+    callee_party,
+    caller_party,
+    transfer_payer,
+)
 from b2bua.sip.errors import ParseError
 from b2bua.sip.headers import NameAddress, parse_name_addr
 from b2bua.sip.interfaces import Source
@@ -61,6 +73,9 @@ if TYPE_CHECKING:
 __all__ = ["SIPFRAG", "Transfer", "TransferCall", "TransfereeLeg", "parse_refer_to",
            "refer_received"]
 
+#: transfers accepted in a call and the calls it came from, when C{[core]
+#: max_transfers} is not set (L{b2bua.core.switch.CoreSettings})
+MAX_TRANSFERS = 3
 #: Content-Type of the NOTIFY bodies (RFC 3420)
 SIPFRAG = "message/sipfrag;version=2.0"
 #: seconds the implicit subscription of a REFER lasts (refreshed by no one:
@@ -124,28 +139,47 @@ def _respond(call: Call, transaction: Any, request: Request, code: int,
     transaction.respond(response)
 
 
+def _count(call: Call, result: str) -> None:
+    """Count a step of a transfer in C{b2bua_calls_transferred_total}."""
+    call.context.metrics.call_transferred(result)
+
+
 def refer_received(call: Call, leg: Leg, request: Request, transaction: Any) -> None:
     """A REFER on an established call, no plugin claimed it: act on it
     (called by L{b2bua.core.relay.Relay})."""
     context = call.context
-    if not getattr(context.settings, "transfer", True):
+    settings = context.settings
+    if not getattr(settings, "transfer", True):
         context.metrics.request_rejected("forbidden")
+        _count(call, "refused_policy")
         _respond(call, transaction, request, 403, "Call transfer disabled")
         return
     try:
         target = parse_refer_to(request)
     except BadReferTo as error:
         context.metrics.request_rejected("malformed" if error.code == 400 else "other")
+        _count(call, "refused_invalid")
         _respond(call, transaction, request, error.code, error.reason)
         return
     transferee = call.relay.other(leg)
     if transferee is None or transferee.ended or leg.ended:
+        _count(call, "refused_other")
         _respond(call, transaction, request, 481)
         return
+    try:
+        payer = transfer_payer(call, leg, getattr(settings, "max_transfers", MAX_TRANSFERS))
+    except TransferRefused as refused:
+        log.info("transfer refused: {reason} (call {call_id}, {role})", reason=refused.reason,
+                 call_id=call.id, role=getattr(leg, "role", ""))
+        context.metrics.request_rejected("forbidden")
+        _count(call, refused.result)
+        _respond(call, transaction, request, refused.code, refused.reason)
+        return
     if call.transfer is not None or call.relay.exchange is not None:
+        _count(call, "refused_other")
         _respond(call, transaction, request, 491, "Request Pending")
         return
-    transfer = Transfer(call, leg, transferee, request, target)
+    transfer = Transfer(call, leg, transferee, request, target, payer)
     call.transfer = transfer
     transfer.authorize(transaction)
 
@@ -157,17 +191,19 @@ class Transfer:
     @ivar referrer: the leg that sent the REFER.
     @ivar transferee: the other leg: it moves to the new call.
     @ivar target: where the transferee goes (after C{b2bua_authorize_transfer}).
+    @ivar payer: whom the new call is placed as (the referrer's party).
     @ivar new_call: the L{TransferCall}, once started.
     @ivar state: C{authorizing}, C{trying}, C{connecting}, C{done} or C{failed}.
     @ivar referrer_gone: the referrer hung up while the transfer ran.
     """
 
     def __init__(self, call: Call, referrer: Leg, transferee: Leg, request: Request,
-                 target: URI) -> None:
+                 target: URI, payer: Party) -> None:
         self.call = call
         self.referrer = referrer
         self.transferee = transferee
         self.target = target
+        self.payer = payer
         self.request: Request | None = request
         self.referred_by = request.headers.get("referred-by") or ""
         # the id tells this REFER's subscription from a later one's (RFC 3515 2.4.6)
@@ -193,7 +229,9 @@ class Transfer:
         failure.trap(HookFailed)
         self._refuse(transaction, 500, "Plugin error")
 
-    def _refuse(self, transaction: Any, code: int, reason: str | None) -> None:
+    def _refuse(self, transaction: Any, code: int, reason: str | None,
+                result: str = "refused_other") -> None:
+        _count(self.call, result)
         request = self.request
         self.request = None
         self.state = "failed"
@@ -206,7 +244,7 @@ class Transfer:
         call = self.call
         if isinstance(answer, Reject):
             call.context.metrics.request_rejected("forbidden")
-            self._refuse(transaction, answer.code, answer.reason)
+            self._refuse(transaction, answer.code, answer.reason, "refused_policy")
             return
         if isinstance(answer, URI):
             self.target = answer
@@ -217,6 +255,8 @@ class Transfer:
         self.request = None  # the REFER is not needed any more
         assert request is not None
         _respond(call, transaction, request, 202, "Accepted")
+        _count(call, "accepted")
+        call.data[TRANSFERS] = int(call.data.get(TRANSFERS, 0)) + 1
         self.state = "trying"
         self._notify(100, "Trying", final=False)
         self._watch = call.when_ended()
@@ -319,6 +359,7 @@ class Transfer:
             return
         self.state = "failed"
         call = self.call
+        _count(call, "failed")
         if call.transfer is self:
             call.transfer = None
         self._unwatch()
@@ -333,6 +374,7 @@ class Transfer:
         ends (NOTIFY 200 then BYE to the referrer)."""
         self.state = "connecting"
         call, transferee = self.call, self.transferee
+        _count(call, "connected")
         new_call = leg.call
         dialog = transferee.dialog
         leg.dialog = dialog
@@ -558,15 +600,26 @@ class TransferCall(Call):
     """The transferee's call to the transfer target: an ordinary L{Call}
     (hooks, hunt, CDR) whose caller leg is a L{TransfereeLeg}.
 
+    Its C{identity} and C{tenant} are the referrer's (L{Transfer.payer}):
+    the referrer pays.
+
     @ivar transferred_from: the Call-ID (L{Call.id}) of the first call.
     @ivar referred_by: the REFER's C{Referred-By} (or the referrer's URI).
     @ivar transfer: the L{Transfer} that made it.
+    @ivar caller_party: whom the transferee (this call's caller) calls as
+        when it transfers in turn: the party it was in the first call
+        (C{None}: nobody the switch can charge).
     """
 
     def __init__(self, transfer: Transfer, request: Request) -> None:
         first = transfer.call
-        super().__init__(first.context, request, None, first.a_leg.source, first.identity,
-                         first.tenant)
+        payer = transfer.payer
+        super().__init__(first.context, request, None, first.a_leg.source, payer.identity,
+                         payer.tenant)
+        transferee = transfer.transferee
+        self.caller_party: Party | None = (caller_party(first) if transferee is first.a_leg
+                                           else callee_party(transferee))
+        self.data[TRANSFERS] = int(first.data.get(TRANSFERS, 0))
         self.a_leg = TransfereeLeg(self, request, transfer)
         self.transferred_from = first.id
         self.referred_by = request.headers.get("referred-by") or ""

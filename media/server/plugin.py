@@ -53,9 +53,10 @@ from twisted.internet.interfaces import IReactorUDP
 from twisted.logger import Logger
 
 from b2bua.core.call import Call, CallRecord
-from b2bua.core.decisions import Destination, Route
+from b2bua.core.decisions import Route
 from b2bua.core.leg import Leg
 from b2bua.core.services import Services
+from b2bua.core.transfer_policy import CalleeDestination, caller_party
 from b2bua.hookspecs import hookimpl
 from b2bua.sip.interfaces import Target
 from b2bua.sip.message import Request
@@ -258,7 +259,15 @@ class MediaServer:
 
     @hookimpl
     def b2bua_route_call(self, call: Call, request: Request) -> list[Route] | None:
-        """A dialled extension of the media server goes to its UA."""
+        """A dialled extension of the media server goes to its UA.
+
+        The destination is marked with the I{caller's} own identity: the
+        IVR answers for the caller (who dialled it), so when one of its
+        flows transfers the caller (REFER), the transfer is placed and
+        charged as the caller's call, not as the media server's, which is
+        nobody's account (C{docs/transfer.md}, "Who pays").  A caller the
+        switch cannot charge (a transferee that was an outside callee)
+        leaves it unmarked: its transfers get C{403}."""
         own, ua = self.settings, self.ua
         uri = request.uri
         if own is None or ua is None or not uri.is_sip or not uri.host or not call.tenant:
@@ -269,8 +278,11 @@ class MediaServer:
         if flow is None:
             return None
         host, port = own.host, own.port
-        destination = Destination(uri=URI("sip", flow, host, port),
-                                  next_hop=Target("UDP", host, port), label=f"ivr:{flow}")
+        payer = caller_party(call)
+        destination = CalleeDestination(
+            uri=URI("sip", flow, host, port), next_hop=Target("UDP", host, port),
+            label=f"ivr:{flow}", callee_identity=payer.identity if payer else "",
+            callee_tenant=payer.tenant if payer else "")
         return [Route((destination,), source=NAME)]
 
     @hookimpl

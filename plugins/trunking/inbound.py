@@ -25,6 +25,7 @@ from twisted.internet.defer import Deferred
 
 from b2bua.core.decisions import Destination, Reject, Route
 from b2bua.core.location import Binding
+from b2bua.core.transfer_policy import CalleeDestination
 from b2bua.sip.errors import ParseError
 from b2bua.sip.interfaces import Target
 from b2bua.sip.uri import URI, parse_uri
@@ -74,8 +75,11 @@ class InboundContext:
                 received = binding.received
                 hop = received.target() if binding.instance_id or binding.reg_id \
                     else Target(received.transport, received.host, received.port)
-                destinations.append(Destination(uri=contact, next_hop=hop,
-                                                route=tuple(binding.path), label=label))
+                # our subscriber answers there: a transfer it asks for is
+                # charged to it (docs/transfer.md, "Who pays")
+                destinations.append(CalleeDestination(
+                    uri=contact, next_hop=hop, route=tuple(binding.path), label=label,
+                    callee_identity=aor, callee_tenant=aor.rpartition("@")[2]))
             if not destinations:
                 return UNREACHABLE
             return [Route(tuple(destinations), self.ring_timeout, source=_SOURCE)]

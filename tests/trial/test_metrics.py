@@ -26,6 +26,7 @@ from b2bua.metrics import (
 EXPECTED = {
     "b2bua_calls_active": "gauge",
     "b2bua_calls": "counter",
+    "b2bua_calls_transferred": "counter",
     "b2bua_call_setup_seconds": "histogram",
     "b2bua_sip_requests": "counter",
     "b2bua_sip_responses": "counter",

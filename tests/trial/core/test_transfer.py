@@ -197,7 +197,9 @@ class BlindTransferTests(TransferTestCase):
         self.assertEqual(str(request.uri), "sip:1002@127.0.0.1")
         self.assertEqual(str(request.from_.uri), "sip:1000@127.0.0.1")
         self.assertEqual(request.headers.get("referred-by"), "<sip:1001@127.0.0.1>")
-        self.assertEqual(new_call.identity, first.identity)
+        # bob, the referrer, pays: the new call is his (docs/transfer.md, "Who pays")
+        self.assertEqual((new_call.identity, new_call.tenant), ("1001@127.0.0.1", "127.0.0.1"))
+        self.assertEqual(first.identity, "1000@127.0.0.1")
         self.assertEqual(self.recorder.answered, [first, new_call])
         transfer_call, leg, target = self.recorder.transfers[0]
         self.assertIs(transfer_call, first)

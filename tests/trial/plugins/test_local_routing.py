@@ -10,6 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from b2bua.core.decisions import Reject, Route
 from b2bua.core.location import Binding, Received
+from b2bua.core.transfer_policy import CalleeDestination
 from b2bua.sip.interfaces import Target
 from b2bua.sip.message import Request
 from b2bua.testing import SwitchHarness
@@ -72,6 +73,23 @@ class LocalRoutingTests(SynchronousTestCase):
              ("<sip:edge.example.net;lr>",), "1001"),
             ("sip:1001@10.0.0.10:5062;transport=tls", Target("TLS", "198.51.100.3", 50124, 8),
              (), "1001")], key=lambda hop: hop[0]))
+        self.h.assert_idle()
+
+    def test_destinations_name_the_callee(self) -> None:
+        """Each destination is marked with the extension it rings (its
+        address-of-record and tenant): whoever answers there is one of the
+        switch's own subscribers, who pays for the transfers it asks for
+        (C{docs/transfer.md}, "Who pays")."""
+        self.bind("1001@127.0.0.1", "sip:1001@192.168.1.5:5060",
+                  Received("UDP", "203.0.113.7", 40000))
+        self.bind("1001@127.0.0.1", "sip:1001@192.168.1.6:5060",
+                  Received("UDP", "203.0.113.8", 40000))
+        [step] = self.route("sip:1001@127.0.0.1")
+        self.assertEqual(len(step.destinations), 2)
+        for destination in step.destinations:
+            self.assertIsInstance(destination, CalleeDestination)
+            self.assertEqual((destination.callee_identity, destination.callee_tenant),
+                             ("1001@127.0.0.1", "127.0.0.1"))
         self.h.assert_idle()
 
     def test_unregistered(self) -> None:
