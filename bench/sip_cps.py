@@ -21,6 +21,11 @@ Usage::
 
     .venv/bin/python bench/sip_cps.py [--step-seconds 10] [--budget 150]
         [--hold-calls 1000] [--ours-only | --sippy-only] [--quick]
+    .venv/bin/python bench/sip_cps.py --ours-only --fixed-rate 300 --repeat 3
+
+The second form only runs C{--repeat} steps at one rate and prints each
+step's CPU seconds per 1000 calls: the figure to compare before and after
+a change (the summary's "max" is then that rate, not a search result).
 
 Exits 0 when every figure was measured, 2 when our service does not route
 calls (yet), 1 on any other failure.  Every process it starts is killed at
@@ -508,6 +513,23 @@ class Bench:
             figures.concurrent = current
             figures.rss_per_1000 = (held - base) / 1024 / current * 1000
 
+    def fixed(self, target: Target, uas: subprocess.Popen[bytes], figures: Figures) -> None:
+        """Run C{--repeat} steps at C{--fixed-rate} only (no memory hold, no search).
+
+        For comparing CPU seconds per 1000 calls before and after a change:
+        one rate, several steps, each printed with its own figure.
+        """
+        rate = self.args.fixed_rate
+        steps = []
+        for _ in range(max(1, self.args.repeat)):
+            wait_idle(target.proc.pid)
+            step = self.run(target, uas, max(1, int(rate * self.args.step_seconds)), rate)
+            print(f"{step.line()}; {step.cpu_per_1000:.2f} CPU-s per 1000 calls", flush=True)
+            steps.append(step)
+        passed = sorted((s for s in steps if s.passed), key=lambda s: s.cpu_per_1000)
+        if passed:  # the summary gives the median passing step
+            figures.best = figures.cpu_step = passed[len(passed) // 2]
+
     def measure(self, start: str) -> Figures:
         """Start the callee and the B2BUA C{start} (C{"ours"} or C{"sippy"}), measure, stop.
 
@@ -528,8 +550,11 @@ class Bench:
             print(f"{target.name}: pid {target.proc.pid} on UDP {target.port} ({target.note})")
             self.probe(target, uas)
             self.run(target, uas, calls=50, rate=25)
-            self.hold(target, uas, figures)
-            self.search(target, uas, figures)
+            if self.args.fixed_rate:
+                self.fixed(target, uas, figures)
+            else:
+                self.hold(target, uas, figures)
+                self.search(target, uas, figures)
         finally:
             self.procs.stop(uas)
             self.procs.stop(target.proc)
@@ -577,6 +602,10 @@ def main(argv: list[str]) -> int:
         ("--cpu-rate", int, 100, "rate whose step gives the CPU figure (default 100)"),
     ):
         parser.add_argument(flag, type=kind, default=default, help=text)
+    parser.add_argument("--fixed-rate", type=int, default=0,
+                        help="only run --repeat steps at this rate (CPU per call, profiling)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="steps at --fixed-rate (default 3)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 3 s steps, 30 s budget, 200 held calls")  # fmt: skip
     only = parser.add_mutually_exclusive_group()

@@ -126,6 +126,7 @@ def ip_literal(host: str | None) -> _Address | None:
     return address
 
 
+@lru_cache(maxsize=4096)
 def is_private(host: str | None) -> bool:
     """True when C{host} is an IP address in L{PRIVATE_NETWORKS}."""
     address = ip_literal(host)
@@ -211,9 +212,35 @@ def sdp_addresses(message: Message) -> Iterator[str]:
             yield line.address.split("/", 1)[0]
 
 
+def _may_name_private(body: bytes, source_host: str) -> bool:
+    """Whether any C{c=} line of the SDP C{body}, read without parsing the
+    rest, names a private address other than C{source_host}.
+
+    Every connection line the parser finds is among these lines, split the
+    same way, so C{False} means L{sdp_reasons} finds nothing: the common
+    case (a phone on a public address, or on the switch's own network) then
+    costs no SDP parse.  C{True} only means "parse it and see".
+    """
+    for raw in body.split(b"\n"):
+        if raw[:2] != b"c=":
+            continue
+        parts = raw[2:].decode("utf-8", "surrogateescape").split()
+        if len(parts) != 3 or parts[0].upper() != "IN":
+            continue  # not a connection line the parser would accept as one
+        address = parts[2].split("/", 1)[0]
+        if is_private(address) and not _same(address, source_host):
+            return True
+    return False
+
+
 def sdp_reasons(message: Message, remote: tuple[str, int]) -> set[str]:
     """L{SDP_PRIVATE} when a C{c=} line names a private address other than
     the source's (C{0.0.0.0}, the old hold form, is not private)."""
+    body = message.body
+    if not body:
+        return set()
+    if message.content_type == "application/sdp" and not _may_name_private(body, remote[0]):
+        return set()
     for address in sdp_addresses(message):
         if is_private(address) and not _same(address, remote[0]):
             return {SDP_PRIVATE}

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
-from twisted.internet.interfaces import IReactorCore, IReactorThreads
+from twisted.internet.interfaces import IDelayedCall, IReactorCore, IReactorThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -60,6 +60,12 @@ _CHUNK = 1 << 20
 #: A first line without a newline and at most this long is a header whose
 #: write was cut by a crash; anything longer is not a journal.
 _TORN_HEADER = 256
+#: How long a file journal whose I/O runs in its worker thread gathers
+#: appends before writing them (one write, one C{fdatasync}, one thread
+#: hand-off for all of them); see L{FileJournal}.
+DEFAULT_FLUSH_DELAY = 0.02
+#: A group this large is written at once, without waiting for the delay.
+DEFAULT_MAX_GROUP = 512
 
 
 @dataclass(frozen=True)
@@ -123,6 +129,11 @@ class IJournal(Interface):
         """Finish what is in progress and release the journal's resources."""
 
 
+#: One encoder for every record (C{json.dumps} with options builds a new
+#: one per call).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def encode_record(record: dict[str, Any]) -> str:
     """One line of JSON for C{record} (no newline inside, no NaN).
 
@@ -131,8 +142,7 @@ def encode_record(record: dict[str, Any]) -> str:
     if not isinstance(record, dict):
         raise JournalError("a journal record must be a JSON object")
     try:
-        return json.dumps(record, separators=(",", ":"), ensure_ascii=False,
-                          allow_nan=False)
+        return _ENCODER.encode(record)
     except (TypeError, ValueError) as error:
         raise JournalError(f"record is not plain JSON: {error}") from None
 
@@ -311,9 +321,13 @@ class _Worker:
 class FileJournal:
     """L{IJournal} in a local file, for one process (see the module docstring).
 
-    Group commit: appends that arrive while a write is in progress are
-    written and synced together by the next one, so one C{fdatasync}
-    covers many appends under load and an idle append is synced at once.
+    Group commit: appends are gathered for C{flush_delay} seconds (from the
+    first one of a group) and then written, synced and handed to the worker
+    thread together; appends that arrive while a write is in progress are
+    written by the next one, at once.  Each append's Deferred still fires
+    only once the write that holds it has been synced (and every Deferred of
+    a failed write fails).  Under load one write, one C{fdatasync} and one
+    thread hand-off then cover many appends, instead of one each.
 
     @param path: the journal file (its directory must exist); the marker is
         C{PATH.offset} and the dead letters C{PATH.rejected}.
@@ -323,16 +337,30 @@ class FileJournal:
         Deferred has fired when C{append} returns.
     @param compact_bytes: empty the file once everything in it is confirmed
         and it is at least this large.
+    @param flush_delay: seconds an append waits for others to share its
+        write, on the reactor's clock.  C{None} (the default):
+        L{DEFAULT_FLUSH_DELAY} when the I/O runs in the worker thread, none
+        when it runs inline (an inline append is then durable when
+        C{append} returns, as before).  An explicit value needs a reactor
+        providing C{IReactorTime} (a C{task.Clock} in tests); 0 writes each
+        append (or each group gathered during a write) at once.
+    @param max_group: a group this large is written without waiting.
     @raise JournalLocked: when another process holds the file.
     @raise JournalError: when the file is not a journal.
     """
 
     def __init__(self, path: str, reactor: Any = None, *,
-                 compact_bytes: int = 64 * 1024 * 1024) -> None:
+                 compact_bytes: int = 64 * 1024 * 1024, flush_delay: float | None = None,
+                 max_group: int = DEFAULT_MAX_GROUP) -> None:
+        if flush_delay is not None and flush_delay < 0:
+            raise ValueError("flush_delay must not be negative")
+        if max_group < 1:
+            raise ValueError("max_group must be at least 1")
         self.path = path
         self.marker_path = path + ".offset"
         self.rejected_path = path + ".rejected"
         self.compact_bytes = compact_bytes
+        self.max_group = max_group
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -349,6 +377,13 @@ class FileJournal:
             self._io: _Inline | _Worker = _Worker(reactor, name)
         else:
             self._io = _Inline()
+        if flush_delay is None:
+            flush_delay = DEFAULT_FLUSH_DELAY if isinstance(self._io, _Worker) else 0.0
+        if not (reactor is not None and IReactorTime.providedBy(reactor)):
+            flush_delay = 0.0
+        #: seconds appends are gathered before a write (0: written at once)
+        self.flush_delay = flush_delay
+        self._flush_timer: IDelayedCall | None = None
         self._buffer: list[tuple[bytes, Deferred[str]]] = []
         self._flushing = False
         self._reading = False
@@ -443,14 +478,30 @@ class FileJournal:
         except JournalError:
             return fail()
         d: Deferred[str] = Deferred()
-        self._buffer.append((line, d))
-        self._flush()
+        buffer = self._buffer
+        buffer.append((line, d))
+        if self.flush_delay <= 0 or len(buffer) >= self.max_group:
+            self._flush()
+        elif self._flush_timer is None and not (self._flushing or self._compacting):
+            # the first append of a group: write it (and what joins it) soon
+            self._flush_timer = self._reactor.callLater(self.flush_delay, self._delayed_flush)
         return d
+
+    def _delayed_flush(self) -> None:
+        """The gathering time of a group is over: write it."""
+        self._flush_timer = None
+        self._flush()
+
+    def _cancel_flush_timer(self) -> None:
+        timer, self._flush_timer = self._flush_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
 
     def _flush(self) -> None:
         """Write and sync everything buffered, unless a write is running."""
         if self._flushing or self._compacting or not self._buffer:
             return
+        self._cancel_flush_timer()
         group, self._buffer = self._buffer, []
         self._flushing = True
         start = self._durable_end
@@ -631,6 +682,8 @@ class FileJournal:
         self._idle_waiters.append(d)
         if self._state == "open":
             self._state = "closing"
+            # appends still gathering are written now, without their delay
+            self._flush()
             if self._trigger is not None:
                 try:
                     self._reactor.removeSystemEventTrigger(self._trigger)

@@ -321,6 +321,9 @@ class ClientLeg(Leg):
         self.invite: Request | None = None
         self.invite_cseq = 0
         self.transaction: Any = None
+        #: the INVITE transaction still, once C{transaction} is C{None} (it
+        #: lingers until Timer M): see L{after_call}
+        self._invite_transaction: Any = None
         self.early: dict[str, Dialog] = {}
         self.final: Response | None = None
         self.failure: Exception | None = None
@@ -349,6 +352,7 @@ class ClientLeg(Leg):
             self.last_sdp = (invite.body, invite.headers.get("content-type"))
         self.flow = target if self.destination.next_hop is not None else None
         self.transaction = self.context.transactions.send_request(invite, target, self)
+        self._invite_transaction = self.transaction
 
     # -- ClientTransactionUser -------------------------------------------------
 
@@ -456,6 +460,23 @@ class ClientLeg(Leg):
             self.final = Response(final.code, final.reason)
         self.ack.compact()
 
+    def after_call(self) -> None:
+        """The call is over (its dialogs are unregistered).
+
+        The answered INVITE's transaction lingers in C{Accepted} until Timer
+        M (64*T1) to pass on retransmitted 2xx, and with this leg as its
+        owner it would keep the whole call alive that long.  It gets an
+        owner of its own instead (L{_AnsweredInvite}) that answers those
+        2xx as this leg did, holding only the ACK, the dialog and the flow.
+        """
+        tx, self._invite_transaction = self._invite_transaction, None
+        if (tx is None or tx.owner is not self or tx.state != "Accepted"
+                or self.ack is None or self.invite is not None or self.dialog is None):
+            return  # not answered and set up: keep the leg's own handling
+        tx.owner = _AnsweredInvite(self)
+        if self.dialog.user is self:  # (a dialog moved to another call keeps its leg)
+            self.dialog.user = None
+
     def _send_ack(self, ack: Request, hop: URI) -> None:
         try:
             target = self.next_hop(hop)
@@ -514,3 +535,41 @@ class ClientLeg(Leg):
             return
         self.cancelled = True
         self.transaction.cancel(Outcome(lambda r: None, lambda e: None), reason=reason)
+
+
+class _AnsweredInvite:
+    """The owner of an answered INVITE's transaction once the call is over
+    (L{ClientLeg.after_call}): a retransmitted 2xx gets the same ACK again, a
+    2xx of another fork is ACKed and hung up, exactly as the leg would do,
+    with what the leg used for that and nothing else (not the call)."""
+
+    __slots__ = ("ack", "context", "dialog", "flow", "invite", "invite_cseq", "transaction")
+
+    def __init__(self, leg: ClientLeg) -> None:
+        self.ack = leg.ack
+        self.context = leg.context
+        self.dialog = leg.dialog
+        self.flow = leg.flow
+        self.invite_cseq = leg.invite_cseq
+        #: released with the set-up (what L{ClientLeg._extra_answer} reads)
+        self.invite = None
+        self.transaction = None
+
+    # the leg's own code, on these attributes
+    next_hop = Leg.next_hop
+    _send_ack = ClientLeg._send_ack
+    resend_ack = ClientLeg.resend_ack
+    _extra_answer = ClientLeg._extra_answer
+
+    def response_received(self, response: Response, transaction: object) -> None:
+        """A 2xx in C{Accepted} (nothing else is reported there)."""
+        if not 200 <= response.code < 300 or self.dialog is None:
+            return
+        if response.to.tag == self.dialog.remote_tag:
+            self.resend_ack()  # a retransmission: our ACK was lost
+        else:
+            self._extra_answer(response)  # type: ignore[arg-type]
+
+    def transaction_failed(self, transaction: object,
+                           error: TransactionTimeout | TransportError) -> None:
+        """Never reported in C{Accepted}."""

@@ -224,6 +224,8 @@ class Switch:
             for dialog in [leg.dialog, *getattr(leg, "early", {}).values()]:
                 if dialog is not None:
                     self.unregister_dialog(dialog)
+        for leg in call.b_legs:
+            leg.after_call()  # lingering transactions let go of the call
         self.metrics.call_ended(record.code, cancelled=cancelled)
 
     # -- TransactionUser ------------------------------------------------------------

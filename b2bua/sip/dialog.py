@@ -96,7 +96,7 @@ def _without_tag(address: NameAddress | str) -> str:
     always quoted); text is taken as it is."""
     if isinstance(address, str):
         return address
-    return str(address.without_tag())
+    return address.text_without_tag()
 
 
 def _rseq(response: Response) -> int | None:

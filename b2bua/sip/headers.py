@@ -203,6 +203,25 @@ class NameAddress:
         na.star = self.star
         return na
 
+    def text_without_tag(self) -> str:
+        """C{str(self.without_tag())} (display name always quoted), without
+        making the copy: what a dialog keeps of its From and To."""
+        params = self._params
+        if not params:
+            tail = ""
+        elif "tag" in params:
+            tail = "".join(f";{k}" if v is None else f";{k}={v}"
+                           for k, v in params.items() if k != "tag")
+        else:
+            tail = params.to_string()
+        if self.star:
+            return "*" + tail
+        name = self.display_name
+        if name:
+            name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            return f"{name} <{self.uri}>{tail}"
+        return f"<{self.uri}>{tail}"
+
     def copy(self) -> NameAddress:
         """An independent copy."""
         na = NameAddress(self.uri.copy(), self.display_name,

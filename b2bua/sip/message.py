@@ -107,7 +107,11 @@ class Headers:
             (header_key(name), name, value) for name, value in fields or ()]
         #: key -> values, built on the first lookup, dropped on any change
         self._index: dict[str, list[str]] | None = None
-        self._owner: Message | None = None
+        #: the typed-value cache of the message these headers belong to (the
+        #: dict, not the message: no reference cycle, so a message is freed
+        #: by reference counting as soon as it is dropped, never by the
+        #: cyclic garbage collector)
+        self._owner: dict[str, object] | None = None
 
     def _lines(self) -> list[tuple[str, str, str]]:
         """The (key, name, value) records, unpacked first when packed."""
@@ -136,9 +140,9 @@ class Headers:
         """Fields named C{key} changed: drop the index and the owner's typed
         value of that header (the typed values of others stay valid)."""
         self._index = None
-        owner = self._owner
-        if owner is not None and owner._cache:
-            owner._cache.pop(key, None)
+        cache = self._owner
+        if cache:
+            cache.pop(key, None)
 
     def _values(self, name: str) -> list[str] | None:
         """The values of the lines named C{name} (through the index)."""
@@ -349,10 +353,12 @@ class Message:
                  body: bytes = b"") -> None:
         if not isinstance(headers, Headers):
             headers = Headers(headers)
-        #: typed header values by name; C{None} once compacted
+        #: typed header values by name; C{None} once compacted.  The headers
+        #: hold this dict (to drop what a change makes stale), never the
+        #: message itself: see L{Headers._owner}.
         self._cache: dict[str, object] | None = {}
         self.headers = headers
-        headers._owner = self
+        headers._owner = self._cache
         self.body = body
 
     def compact(self) -> None:
@@ -360,7 +366,16 @@ class Message:
         string (L{Headers.pack}); both come back when read: a message kept
         for a long call then costs little more than its text."""
         self._cache = None  # type: ignore[assignment]
+        self.headers._owner = None
         self.headers.pack()
+
+    def _new_cache(self) -> dict[str, object]:
+        """Start an empty typed-value cache (after L{compact}), shared with
+        the headers so that their changes keep dropping stale values."""
+        cache: dict[str, object] = {}
+        self._cache = cache
+        self.headers._owner = cache
+        return cache
 
     def _typed(self, key: str, build):  # type: ignore[no-untyped-def]
         cache = self._cache
@@ -369,7 +384,7 @@ class Message:
         except KeyError:
             pass
         except TypeError:  # compacted: no cache until a typed value is read
-            cache = self._cache = {}
+            cache = self._new_cache()
         value = build()
         cache[key] = value
         return value
@@ -397,9 +412,10 @@ class Message:
         self.headers.set_all("Via", values)
         parsed = ParsedList(list(values), parse_via)
         parsed._items[0] = via
-        if self._cache is None:
-            self._cache = {}
-        self._cache["via"] = parsed
+        cache = self._cache
+        if cache is None:
+            cache = self._new_cache()
+        cache["via"] = parsed
 
     def add_top_via(self, via: Via) -> None:
         """Put C{via} on top of the Via fields (a new hop's Via) and keep it
@@ -407,9 +423,10 @@ class Message:
         self.headers.add_first("Via", str(via))
         parsed = ParsedList(self.headers.get_all("via"), parse_via)
         parsed._items[0] = via
-        if self._cache is None:
-            self._cache = {}
-        self._cache["via"] = parsed
+        cache = self._cache
+        if cache is None:
+            cache = self._new_cache()
+        cache["via"] = parsed
 
     @property
     def from_(self) -> NameAddress:

@@ -15,8 +15,11 @@ after it).  Why not automat: see C{docs/transactions.md}.
 from __future__ import annotations
 
 import enum
+import itertools
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from heapq import heapify, heappop, heappush
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from twisted.logger import Logger
@@ -119,6 +122,141 @@ class Timers:
         return 64 * self.t1
 
 
+#: Timers at least this long (seconds) share one reactor call per clock
+#: (L{_LongTimers}): Timers B, D, F, H, I, J, K, L, M, the 2xx give-up and
+#: retransmission intervals from 1 s on.
+LONG_TIMER = 1.0
+#: Slack when deciding whether a long timer is due: the reactor call that
+#: runs them is scheduled from a difference of times and may land a rounding
+#: error before the deadline.
+_EPSILON = 1e-9
+
+
+class _LongTimers:
+    """The long timers of every machine on one clock, in one heap.
+
+    Most long timers never fire (Timers B and F, the 2xx give-up: a response
+    or an ACK comes first) and the others fire seconds later, so giving each
+    its own C{IDelayedCall} costs a reactor heap entry, a Python comparison
+    per heap level and an object graph that lingers until the deadline even
+    when cancelled.  Here a timer is a small list C{[deadline, sequence,
+    machine, name, event, timers]} in a heap ordered by plain list
+    comparison (deadline, then sequence: never the machine); cancelling it
+    clears its machine; one reactor call, at the earliest deadline, runs
+    those due.  Each timer still fires at its own deadline (not rounded);
+    timers due at the same time fire in the order they were started.
+    """
+
+    __slots__ = ("__weakref__", "_armed", "_clock", "_dead", "_expiring", "_heap", "_live",
+                 "_sequence")
+
+    def __init__(self, clock: IReactorTime) -> None:
+        # weakly: the registry's value must not keep its key (the clock) alive
+        self._clock = weakref.proxy(clock)
+        self._heap: list[list[Any]] = []
+        self._sequence = itertools.count()
+        self._armed: IDelayedCall | None = None
+        self._live = 0
+        self._dead = 0
+        self._expiring = False
+
+    def add(self, delay: float, machine: TimedMachine, name: str, event: str) -> list[Any]:
+        """Start a timer: C{machine._timer_expired(name, event)} in C{delay} s."""
+        entry = [self._clock.seconds() + delay, next(self._sequence), machine, name, event,
+                 self]
+        heappush(self._heap, entry)
+        self._live += 1
+        if not self._expiring:
+            armed = self._armed
+            if armed is None:
+                self._armed = self._clock.callLater(delay, self._expire)
+            elif armed.getTime() > entry[0]:
+                # sooner: a new call (moving one sooner searches the heap)
+                armed.cancel()
+                self._armed = self._clock.callLater(delay, self._expire)
+        return entry
+
+    def cancel(self, entry: list[Any]) -> None:
+        """Stop a timer that has not fired (a no-op for one that has)."""
+        if entry[2] is None:
+            return
+        entry[2] = None
+        self._live -= 1
+        if self._live == 0:
+            # nothing left: nothing stays on the clock either
+            self._heap.clear()
+            self._dead = 0
+            if self._armed is not None:
+                self._armed.cancel()
+                self._armed = None
+            return
+        self._dead += 1
+        heap = self._heap
+        if self._dead > 64 and 2 * self._dead > len(heap):
+            heap[:] = [e for e in heap if e[2] is not None]
+            heapify(heap)
+            self._dead = 0
+
+    def _expire(self) -> None:
+        """Run the timers that are due, then wait for the next one."""
+        self._armed = None
+        self._expiring = True
+        heap = self._heap
+        try:
+            now = self._clock.seconds() + _EPSILON
+            while heap and heap[0][0] <= now:
+                entry = heappop(heap)
+                machine = entry[2]
+                if machine is None:
+                    self._dead -= 1
+                    continue
+                entry[2] = None
+                self._live -= 1
+                try:
+                    machine._timer_expired(entry[3], entry[4])
+                except Exception:
+                    _log.failure("timer {name} of {machine!r} failed", name=entry[3],
+                                 machine=machine)
+        finally:
+            self._expiring = False
+            self._rearm()
+
+    def _rearm(self) -> None:
+        """Have the reactor call at (or before) the earliest live deadline."""
+        heap = self._heap
+        while heap and heap[0][2] is None:
+            heappop(heap)
+            self._dead -= 1
+        armed = self._armed
+        if not heap:
+            self._dead = 0
+            if armed is not None:
+                armed.cancel()
+                self._armed = None
+            return
+        delay = max(0.0, heap[0][0] - self._clock.seconds())
+        if armed is None:
+            self._armed = self._clock.callLater(delay, self._expire)
+        elif armed.getTime() > heap[0][0]:
+            armed.cancel()
+            self._armed = self._clock.callLater(delay, self._expire)
+
+
+_LONG_TIMERS: weakref.WeakKeyDictionary[Any, _LongTimers] = weakref.WeakKeyDictionary()
+
+
+def _long_timers(clock: IReactorTime) -> _LongTimers | None:
+    """The long-timer heap of C{clock} (C{None} for a clock that cannot be
+    weakly referenced: its machines then use one reactor call per timer)."""
+    try:
+        timers = _LONG_TIMERS.get(clock)
+        if timers is None:
+            timers = _LONG_TIMERS[clock] = _LongTimers(clock)
+    except TypeError:
+        return None
+    return timers
+
+
 #: what a transition runs: an unbound method of the machine, or nothing
 Action = Callable[..., None] | None
 #: (state, event) -> (next state, action)
@@ -140,6 +278,14 @@ def transport_error(failure: Failure) -> TransportError:
     if isinstance(value, TransportError):
         return value
     return TransportError(f"{type(value).__name__}: {value}")
+
+
+def _cancel(call: Any) -> None:
+    """Cancel a machine's timer: a long timer's entry, or a reactor call."""
+    if call.__class__ is list:
+        call[5].cancel(call)
+    elif call.active():
+        call.cancel()
 
 
 class TimedMachine:
@@ -224,11 +370,17 @@ class TimedMachine:
     def _start_timer(self, name: str, delay: float, event: str | None = None) -> None:
         """Fire C{event} (default: C{name}) after C{delay} seconds; a zero
         delay fires it right after the current transition, without the
-        clock, so nothing is left scheduled."""
+        clock, so nothing is left scheduled.  Timers of L{LONG_TIMER} or
+        more share one reactor call per clock (L{_LongTimers})."""
         self._cancel_timer(name)
         if delay <= 0:
             self._fire(event or name)
             return
+        if delay >= LONG_TIMER:
+            timers = _long_timers(self._clock)
+            if timers is not None:
+                self._calls[name] = timers.add(delay, self, name, event or name)  # type: ignore[assignment]
+                return
         self._calls[name] = self._clock.callLater(delay, self._timer_expired, name, event or name)
 
     def _timer_expired(self, name: str, event: str) -> None:
@@ -237,14 +389,13 @@ class TimedMachine:
 
     def _cancel_timer(self, name: str) -> None:
         call = self._calls.pop(name, None)
-        if call is not None and call.active():
-            call.cancel()
+        if call is not None:
+            _cancel(call)
 
     def _cancel_all_timers(self) -> None:
         calls, self._calls = self._calls, {}
         for call in calls.values():
-            if call.active():
-                call.cancel()
+            _cancel(call)
 
     @property
     def pending_timers(self) -> list[str]:

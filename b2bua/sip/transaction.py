@@ -186,6 +186,11 @@ class TransactionLayer:
             _log.failure("transaction user failed on {request!r}", request=request)
             if tx.last_response is None or tx.last_response.code < 200:
                 tx.respond(make_response(request, 500, to_tag=self._random(8).hex()))
+        last = tx.last_response
+        if last is not None and last.code >= 200:
+            # answered at once (a BYE...): the request only waits for Timer J
+            # (or H, L) now, kept for retransmissions: compact it
+            request.compact()
 
     def _malformed(self, request: Request, source: Source, reason: str) -> None:
         self.malformed_messages += 1

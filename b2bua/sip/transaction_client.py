@@ -78,13 +78,34 @@ def build_cancel(request: Request, reason: str | None = None) -> Request:
     return cancel
 
 
+class _Finished:
+    """The owner of a client transaction in C{Completed}: nothing is
+    reported from then on (retransmitted finals are absorbed, Timers D and K
+    end the state silently), so the transaction lets go of its real owner
+    instead of keeping it, and all it holds, alive until the timer fires."""
+
+    __slots__ = ()
+
+    def response_received(self, response: Response, transaction: object) -> None:
+        """Never called in C{Completed}."""
+
+    def transaction_failed(self, transaction: object,
+                           error: TransactionTimeout | TransportError) -> None:
+        """Never called in C{Completed}."""
+
+
+_FINISHED = _Finished()
+
+
 class ClientTransaction(TimedMachine):
     """What both client transactions share.
 
     @ivar request: the request sent (with the Via the layer added).
     @ivar target: where it goes.
     @ivar branch: the branch of its top Via (the transaction id).
-    @ivar owner: the L{ClientTransactionUser} told of responses and failures.
+    @ivar owner: the L{ClientTransactionUser} told of responses and failures;
+        once the transaction is C{Completed} (it has nothing more to tell),
+        a placeholder that ignores everything.
     @ivar state: the current state (a C{StrEnum}, compares to its name).
     """
 
@@ -290,6 +311,7 @@ class InviteClientTransaction(ClientTransaction):
         self._ack = build_ack(self.request, response)
         self._send_ack()
         self._report(response)
+        self.owner = _FINISHED
         self._start_timer("timer_d", 0 if self.reliable else self.timers.timer_d)
 
     def _send_ack(self, response: Response | None = None) -> None:
@@ -374,6 +396,9 @@ class NonInviteClientTransaction(ClientTransaction):
         self._cancel_timer("timer_e")
         self._cancel_timer("timer_f")
         self._report(response)
+        self.owner = _FINISHED
+        # kept (unread) until Timer K ends the transaction: compact it
+        self.request.compact()
         self._start_timer("timer_k", 0 if self.reliable else self.timers.timer_k)
 
     S = NonInviteClientState

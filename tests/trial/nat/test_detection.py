@@ -185,6 +185,45 @@ class RequestDetectionTests(SynchronousTestCase):
                         contact="<sip:1000@10.0.0.1")
         self.assertEqual(detect(broken, udp("198.51.100.7", 5060)).reasons, (VIA_RECEIVED,))
 
+    def test_public_sdp_is_not_parsed(self) -> None:
+        """An SDP whose c= lines name only public addresses, or the source's
+        own private one, gives no reason without a full SDP parse."""
+        import nat.detection as detection
+
+        def refuse(body: bytes) -> None:
+            raise AssertionError("the SDP was parsed")
+
+        self.patch(detection, "parse_sdp", refuse)
+        source = udp("192.168.1.5", 5060)
+        for body in (sdp("198.51.100.7"), sdp("192.168.1.5"),
+                     sdp("198.51.100.7", media_address="192.168.1.5")):
+            self.assertEqual(detection.sdp_reasons(invite(body=body), source.remote), set())
+
+    def test_fast_path_agrees_with_the_parse(self) -> None:
+        """Whatever the body, SDP reasons are those of the parsed c= lines:
+        a private address found by the quick scan is confirmed by parsing
+        (an SDP that does not parse gives none)."""
+        import nat.detection as detection
+
+        def slow(request: Request, remote: tuple[str, int]) -> set[str]:
+            return {SDP_PRIVATE for a in sdp_addresses(request)
+                    if is_private(a) and a != remote[0]}
+
+        bodies = [
+            sdp("198.51.100.7"), sdp("10.1.1.1"), sdp("198.51.100.7", media_address="10.9.8.7"),
+            sdp("10.1.1.1").replace("v=0", "v=1"),  # does not parse: no reason
+            sdp("10.1.1.1").replace("\r\n", "\n"),  # bare LF line ends
+            sdp("198.51.100.7").replace("c=IN IP4 198.51.100.7", "c=IN IP4 10.0.0.1/127"),
+            sdp("198.51.100.7").replace("c=IN IP4 198.51.100.7", "c=IN IP4 10.0.0.1 extra"),
+            sdp("198.51.100.7") + "c=IN IP4 10.2.2.2\r\n",  # a second media c= line
+            sdp("0.0.0.0"), sdp("fd00::5"), "c=IN IP4 10.0.0.1\r\n",
+        ]
+        for body in bodies:
+            request = invite(body=body)
+            for remote in (("198.51.100.7", 5060), ("10.1.1.1", 5060)):
+                self.assertEqual(detection.sdp_reasons(request, remote), slow(request, remote),
+                                 (body, remote))
+
     def test_verdict_order(self) -> None:
         """L{NatVerdict.of} orders and de-duplicates reasons."""
         self.assertEqual(NatVerdict.of([SDP_PRIVATE, VIA_RECEIVED, SDP_PRIVATE]).reasons,

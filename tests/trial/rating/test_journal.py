@@ -22,12 +22,14 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
+from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
 from b2bua.core.location_redis import redis_connection_args
 from rating import journal as journal_module
 from rating.journal import (
+    DEFAULT_FLUSH_DELAY,
     FileJournal,
     IJournal,
     JournalEntry,
@@ -341,6 +343,10 @@ class ThreadedFileJournalTests(FileJournalTests):
 
     reactor = reactor
 
+    async def test_gathers_by_default(self) -> None:
+        """In the worker, appends are gathered for L{DEFAULT_FLUSH_DELAY}."""
+        self.assertEqual(self.journal.flush_delay, DEFAULT_FLUSH_DELAY)
+
     async def test_append_is_durable_at_once(self) -> None:
         """In the worker, an append fires later, once written and synced."""
         d = self.journal.append({"n": 1})
@@ -360,6 +366,123 @@ class ThreadedFileJournalTests(FileJournalTests):
         self.patch(journal_module.os, "fdatasync", counting)
         await gatherResults([self.journal.append({"n": i}) for i in range(200)])
         self.assertLess(len(syncs), 20)
+
+
+class GatheredAppendTests(TestCase):
+    """Appends gathered for C{flush_delay} and written together: one write
+    and one sync for the group, each Deferred fired only after that sync,
+    every Deferred of a failed write failed (inline I/O, a L{Clock})."""
+
+    def setUp(self) -> None:
+        directory = self.mktemp()
+        os.makedirs(directory)
+        self.path = os.path.join(directory, "cdrs.journal")
+        self.clock = Clock()
+        self.events: list[str] = []
+        real_sync = os.fdatasync
+        real_write = journal_module._write_all
+
+        def sync(fd: int) -> None:
+            real_sync(fd)
+            self.events.append("sync")
+
+        def write(fd: int, data: bytes) -> None:
+            self.events.append(f"write {data.count(b'{')}")
+            real_write(fd, data)
+
+        self.patch(journal_module.os, "fdatasync", sync)
+        self.patch(journal_module, "_write_all", write)
+
+    def open(self, **options: Any) -> FileJournal:
+        """A journal on the clock, closed after the test."""
+        journal = FileJournal(self.path, self.clock, **options)
+        self.addCleanup(journal.close)
+        return journal
+
+    def test_one_write_for_many_appends(self) -> None:
+        """50 appends within the delay: nothing written until it is over,
+        then one write and one sync, and only then does every Deferred fire,
+        each with its own id in order."""
+        journal = self.open(flush_delay=0.01)
+        fired: list[str] = []
+        ds = []
+        for n in range(50):
+            d = journal.append({"n": n})
+            d.addCallback(lambda entry_id: (fired.append(entry_id),
+                                            self.events.append("fired"))[0])
+            ds.append(d)
+        self.clock.advance(0.005)
+        self.assertEqual(self.events, [])
+        self.assertEqual(fired, [])
+        self.clock.advance(0.005)
+        self.assertEqual(self.events, ["write 50", "sync"] + ["fired"] * 50)
+        offsets = [int(i.split(":")[1]) for i in fired]
+        self.assertEqual(offsets, sorted(offsets))
+        self.assertEqual(offsets[-1], os.path.getsize(self.path))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_read_sees_only_durable_entries(self) -> None:
+        """Entries still gathering are not handed out."""
+        journal = self.open(flush_delay=0.01)
+        journal.append({"n": 1})
+        self.assertEqual(self.successResultOf(journal.read(10)), [])
+        self.clock.advance(0.01)
+        entries = self.successResultOf(journal.read(10))
+        self.assertEqual([e.record for e in entries], [{"n": 1}])
+
+    def test_failed_write_fails_every_append(self) -> None:
+        """A group whose write fails fails every append in it (nothing of it
+        stays in the file); the next group is written normally."""
+        journal = self.open(flush_delay=0.01)
+
+        def broken(fd: int, data: bytes) -> None:
+            raise OSError(28, "No space left on device")
+
+        self.patch(journal_module, "_write_all", broken)
+        ds = [journal.append({"n": n}) for n in range(5)]
+        self.clock.advance(0.01)
+        for d in ds:
+            self.failureResultOf(d, JournalError)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        size = os.path.getsize(self.path)
+        self.patch(journal_module, "_write_all", lambda fd, data: os.write(fd, data))
+        d = journal.append({"n": 9})
+        self.clock.advance(0.01)
+        line = b'{"n":9}\n'
+        self.assertEqual(self.successResultOf(d), f"1:{size + len(line)}")
+
+    def test_full_group_written_at_once(self) -> None:
+        """A group reaching C{max_group} is written without waiting."""
+        journal = self.open(flush_delay=10, max_group=3)
+        ds = [journal.append({"n": n}) for n in range(3)]
+        self.assertEqual(self.events, ["write 3", "sync"])
+        for d in ds:
+            self.successResultOf(d)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_close_writes_what_is_gathering(self) -> None:
+        """Closing writes the appends still waiting for their delay first."""
+        journal = self.open(flush_delay=10)
+        d = journal.append({"n": 1})
+        closed = journal.close()
+        self.successResultOf(d)
+        self.successResultOf(closed)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        with open(self.path, encoding="utf-8") as f:
+            self.assertEqual(f.read().splitlines()[1:], ['{"n":1}'])
+
+    def test_defaults(self) -> None:
+        """Inline I/O writes each append at once unless a delay is asked
+        for; no delay without a clock; a negative delay is refused."""
+        journal = self.open()
+        self.assertEqual(journal.flush_delay, 0)
+        self.successResultOf(journal.append({"n": 1}))
+        self.successResultOf(journal.close())
+        journal = FileJournal(self.path, flush_delay=5)
+        self.addCleanup(journal.close)
+        self.assertEqual(journal.flush_delay, 0)
+        self.assertRaises(ValueError, FileJournal, self.path + "2", self.clock, flush_delay=-1)
+        self.assertRaises(ValueError, FileJournal, self.path + "3", self.clock, max_group=0)
 
 
 class RedisJournalSetup:

@@ -673,3 +673,25 @@ class DialogStateFormTests(SynchronousTestCase):
         self.assertEqual(_uac_dialog(200, record_route=None).route_set, ())
         self.assertIs(_uac_dialog(200, record_route=None).route_set,
                       _uas_dialog(record_route=None).route_set)
+
+
+class WithoutTagTests(SynchronousTestCase):
+    """L{NameAddress.text_without_tag}, what a dialog keeps of From and To,
+    is the text of L{NameAddress.without_tag} without the copy."""
+
+    def test_same_as_the_copy(self) -> None:
+        """Display names (quoted, token, escaped), URI parameters, header
+        parameters before and after the tag, no tag, no parameters."""
+        for text in [
+            "<sip:alice@a.example>;tag=1",
+            "Alice <sip:alice@a.example;transport=tcp>;tag=1;x=2",
+            '"Alice \\"A\\" Smith" <sip:alice@a.example>;x;tag=1;y=z',
+            "sip:bob@b.example;tag=7",
+            "<sip:carol@c.example>",
+            "<sip:carol@c.example>;expires=60",
+            '"" <sip:anon@anonymous.invalid>;tag=9',
+            "<tel:+15551234;phone-context=example.com>;tag=t",
+            "<sip:[2001:db8::1]:5070>;TAG=upper;tag=lower",
+        ]:
+            address = parse_name_addr(text)
+            self.assertEqual(address.text_without_tag(), str(address.without_tag()), text)

@@ -416,6 +416,27 @@ class InviteClientTests(ClientTestCase):
         self.assertEqual(tx.state, InviteClientState.TERMINATED)
         self.assertClean()
 
+    def test_completed_lets_go_of_the_owner(self) -> None:
+        """Once Completed (a 300-699 came and was reported) the transaction
+        no longer holds its owner: lingering for Timer D keeps nothing of
+        the TU alive; retransmitted finals are still ACKed."""
+        tx = self.invite()
+        self.deliver(reply(tx.request, 486))
+        self.assertIsNot(tx.owner, self.owner)
+        self.deliver(reply(tx.request, 486))
+        self.assertEqual(self.owner.codes(), [486])
+        self.assertEqual(len([r for _, r, _ in self.transport.requests if r.method == "ACK"]), 2)
+        self.wait(32)
+        self.assertClean()
+
+    def test_accepted_keeps_the_owner(self) -> None:
+        """In Accepted every 2xx still goes to the owner (it ACKs them)."""
+        tx = self.invite()
+        self.deliver(reply(tx.request, 200))
+        self.deliver(reply(tx.request, 200))
+        self.assertIs(tx.owner, self.owner)
+        self.assertEqual(self.owner.codes(), [200, 200])
+
     def test_timer_d_reliable(self) -> None:
         """Over TCP Timer D is zero: the transaction ends with the final."""
         tx = self.invite(TCP_TARGET)
@@ -693,6 +714,21 @@ class NonInviteClientTests(ClientTestCase):
         self.wait(0.1)
         self.assertEqual(tx.state, NonInviteClientState.TERMINATED)
         self.assertEqual(self.owner.failures, [])
+        self.assertClean()
+
+    def test_completed_lets_go_of_the_owner(self) -> None:
+        """Once the final response is reported the transaction no longer
+        holds its owner while Timer K runs."""
+        tx = self.send()
+        text = tx.request.to_bytes()
+        self.deliver(reply(tx.request, 200))
+        self.assertIsNot(tx.owner, self.owner)
+        # the request, kept unread until Timer K, is compacted (nothing lost)
+        self.assertIsInstance(tx.request.headers._fields, str)
+        self.assertEqual(tx.request.to_bytes(), text)
+        self.deliver(reply(tx.request, 200))
+        self.assertEqual(self.owner.codes(), [200])
+        self.wait(5)
         self.assertClean()
 
     def test_timer_k_reliable(self) -> None:

@@ -102,6 +102,26 @@ class ServerMatchingTests(ServerTestCase):
         self.receive(late)
         self.assertEqual(self.user.requests[-1], (late, None))
 
+    def test_request_answered_at_once_is_compacted(self) -> None:
+        """A request the TU answers with a final response while it is being
+        delivered (a BYE) is compacted for the rest of the transaction's
+        life (Timer J): its header fields packed, nothing lost; one left
+        unanswered is not."""
+        def answer(request: Request, tx: object) -> None:
+            if request.method == "BYE":
+                tx.respond(make_response(request, 200))  # type: ignore[attr-defined]
+
+        self.user.on_request = answer
+        bye = incoming("BYE")
+        text = bye.to_bytes()
+        self.receive(bye)
+        self.assertIsInstance(bye.headers._fields, str)
+        self.assertEqual(bye.to_bytes(), text)
+        self.assertEqual(bye.cseq.method, "BYE")
+        options = incoming("OPTIONS")
+        self.receive(options)
+        self.assertIsInstance(options.headers._fields, list)
+
     def test_cancel_gets_own_transaction(self) -> None:
         """A CANCEL does not match the INVITE: it gets a non-INVITE server
         transaction; L{TransactionLayer.find_cancelled} finds the INVITE, so
