@@ -36,7 +36,11 @@ The referrer may hang up as soon as it got C{202} (what phones do for a
 blind transfer): the transferee then waits in the first call until the
 target answers or fails.  The transferee hanging up while the target rings
 cancels the new call.  C{b2bua_call_ended} fires once for each call.
-See C{docs/transfer.md}.
+
+The new call and its transferee leg are in L{b2bua.core.transfer_call},
+the re-INVITE exchanges after the answer in L{b2bua.core.transfer_reinvite},
+who may transfer and who pays in L{b2bua.core.transfer_policy}; the names
+of the first two are importable from here too.  See C{docs/transfer.md}.
 """
 
 from __future__ import annotations
@@ -49,17 +53,16 @@ from b2bua.core.call import Call
 from b2bua.core.decisions import Reject
 from b2bua.core.hooks import HookFailed
 from b2bua.core.leg import ServerLeg
+from b2bua.core.transfer_call import TransferCall, TransfereeLeg
 from b2bua.core.transfer_policy import (
     TRANSFERS,
     Party,
     TransferRefused,
-    callee_party,
-    caller_party,
     transfer_payer,
 )
+from b2bua.core.transfer_reinvite import ack_answer, late_answer, update_target
 from b2bua.sip.errors import ParseError
 from b2bua.sip.headers import NameAddress, parse_name_addr
-from b2bua.sip.interfaces import Source
 from b2bua.sip.message import Request, Response, make_response
 from b2bua.sip.uri import URI
 
@@ -85,8 +88,6 @@ SUBSCRIPTION_SECONDS = 180
 #: again this many seconds later, at most this many times (RFC 3261 14.1)
 GLARE_RETRY_SECONDS = 2.0
 GLARE_RETRIES = 2
-
-_NOWHERE = Source("UDP", ("0.0.0.0", 0), ("0.0.0.0", 0))
 
 log = Logger()
 
@@ -435,9 +436,9 @@ class Transfer:
                 relay.exchange = None
             if 200 <= response.code < 300:
                 first = not acks
-                self._ack(leg, response, acks)
-                if first and not self._late_answer(new_call, response):
-                    self._update_target(new_call, response)
+                ack_answer(leg, response, acks)
+                if first and not late_answer(new_call, response):
+                    update_target(self, new_call, response)
                 return
             if response.code == 491 and self._glare < GLARE_RETRIES:
                 self._glare += 1
@@ -458,170 +459,8 @@ class Transfer:
                 relay.exchange = None
             give_up(None)
 
-    @staticmethod
-    def _ack(leg: Leg, response: Response, acks: list[tuple[Request, URI]]) -> None:
-        """ACK the re-INVITE's 2xx (the same ACK again for a retransmission)."""
-        dialog = leg.dialog
-        if dialog is None:
-            return
-        if not acks:
-            acks.append(dialog.create_ack(response.cseq.number))
-        ack, hop = acks[0]
-        try:
-            leg.context.transactions.send_ack(ack, leg.next_hop(hop)).addErrback(lambda f: None)
-        except Exception:  # a transport error: the 2xx comes again, or the timer ends it
-            log.debug("transfer: ACK not sent")
-
-    @staticmethod
-    def _late_answer(new_call: TransferCall, response: Response) -> bool:
-        """The INVITE to the target had no SDP (no SDP known for the
-        transferee): the target's 2xx held an offer, its ACK carries the
-        transferee's answer.  False when that is not the case."""
-        target = new_call.answered_leg
-        awaiting = target.awaiting_ack_body if target is not None else None
-        if target is None or awaiting is None:
-            return False
-        target.awaiting_ack_body = None
-        new_call.with_body(response, target, "answer",
-                           lambda body, content_type: target.send_ack(
-                               awaiting, body, content_type))
-        return True
-
-    def _update_target(self, new_call: TransferCall, response: Response) -> None:
-        """The transferee answered the re-INVITE with other media than the
-        target was offered (a narrower codec list, another address): offer
-        the target that answer in a re-INVITE of its own (RFC 3725 style),
-        so that both sides use what the transferee chose."""
-        target = new_call.answered_leg
-        offered = target.last_sdp[0] if target is not None else b""
-        if target is None or not response.body or _media_lines(offered) == \
-                _media_lines(response.body):
-            return
-        relay = new_call.relay
-        if relay.exchange is not None:
-            return  # an offer crosses the call already: it will do
-        relay.exchange = self
-
-        def done() -> None:
-            if relay.exchange is self:
-                relay.exchange = None
-
-        def answered(answer: Response) -> None:
-            if answer.code < 200:
-                return
-            done()
-            if 200 <= answer.code < 300:
-                self._ack(target, answer, acks)
-                # the answer goes nowhere: only the media hooks learn of it
-                new_call.with_body(answer, new_call.a_leg, "answer", lambda *_: None)
-            elif answer.code in (408, 481):
-                new_call.hangup(f'SIP;cause={answer.code};text="re-INVITE failed"',
-                                disconnect="reinvite-failed")
-
-        def send(body: bytes, content_type: str | None) -> None:
-            if target.ended or new_call.ended:
-                done()
-                return
-            target.last_sdp = (body, content_type)
-            sent = target.send_in_dialog(
-                "INVITE", body, content_type, on_response=answered,
-                on_failure=lambda error: done(),
-                prepare=lambda request: new_call.context.hooks.prepare_outgoing_request(
-                    new_call, target, request))
-            if sent is None:
-                done()
-
-        acks: list[tuple[Request, URI]] = []
-        new_call.with_body(response, target, "offer", send)
-
     def stop(self) -> None:
         """Cancel a pending glare retry (the new call ended)."""
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         self._retry = None
-
-
-def _media_lines(body: bytes) -> list[bytes]:
-    """An SDP's lines but its origin (C{o=}: its version changes with
-    every answer a phone gives)."""
-    return [line for line in body.splitlines() if line and not line.startswith(b"o=")]
-
-
-class TransfereeLeg(ServerLeg):
-    """The transferee's side of a L{TransferCall}: the caller's leg of a
-    call whose "answer" is a re-INVITE in an existing dialog.
-
-    Until the target answers it has no dialog (the transferee is still in
-    the first call); provisional responses are not relayed; the answer
-    moves the transferee's dialog here (L{Transfer.connect}); a failure is
-    reported to the referrer (L{Transfer.failed}).  From then on it is an
-    ordinary caller leg: in-dialog requests, BYE, session timers.
-    """
-
-    def __init__(self, call: TransferCall, request: Request, transfer: Transfer) -> None:
-        # the source that authenticated the first call (an IP-trusted trunk is
-        # recognised by it again); replies go where the transferee's dialog says
-        source = getattr(transfer.call.a_leg, "source", None) or _NOWHERE
-        super().__init__(call, request, None, source, call.context.new_tag())
-        self.flow = None
-        self.transfer = transfer
-
-    def provisional(self, code: int, reason: str | None = None, body: bytes = b"",
-                    content_type: str | None = None) -> None:
-        """Ringing is not relayed to the transferee (it is in a call)."""
-
-    def answer(self, body: bytes = b"", content_type: str | None = None,
-               headers: list[tuple[str, str]] | None = None,
-               on_ack_timeout: Any = None) -> bool:
-        """The target answered: connect the transferee to it."""
-        if self.final_sent is not None:
-            return False
-        self.final_sent = 200
-        self.transfer.connect(self, body, content_type)
-        return True
-
-    def reject(self, code: int, reason: str | None = None,
-               headers: list[tuple[str, str]] | None = None) -> bool:
-        """The transfer failed with C{code}."""
-        if self.final_sent is not None:
-            return False
-        self.final_sent = code
-        self.ended = True
-        self.transfer.failed(code, reason)
-        return True
-
-    def stop(self) -> None:
-        """The new call is over."""
-        super().stop()
-        self.transfer.stop()
-
-
-class TransferCall(Call):
-    """The transferee's call to the transfer target: an ordinary L{Call}
-    (hooks, hunt, CDR) whose caller leg is a L{TransfereeLeg}.
-
-    Its C{identity} and C{tenant} are the referrer's (L{Transfer.payer}):
-    the referrer pays.
-
-    @ivar transferred_from: the Call-ID (L{Call.id}) of the first call.
-    @ivar referred_by: the REFER's C{Referred-By} (or the referrer's URI).
-    @ivar transfer: the L{Transfer} that made it.
-    @ivar caller_party: whom the transferee (this call's caller) calls as
-        when it transfers in turn: the party it was in the first call
-        (C{None}: nobody the switch can charge).
-    """
-
-    def __init__(self, transfer: Transfer, request: Request) -> None:
-        first = transfer.call
-        payer = transfer.payer
-        super().__init__(first.context, request, None, first.a_leg.source, payer.identity,
-                         payer.tenant)
-        transferee = transfer.transferee
-        self.caller_party: Party | None = (caller_party(first) if transferee is first.a_leg
-                                           else callee_party(transferee))
-        self.data[TRANSFERS] = int(first.data.get(TRANSFERS, 0))
-        self.a_leg = TransfereeLeg(self, request, transfer)
-        self.transferred_from = first.id
-        self.referred_by = request.headers.get("referred-by") or ""
-        self.made_by = transfer
-

@@ -14,26 +14,14 @@ is C{sip:<flow>@127.0.0.1:<port>} (see C{media/server/plugin.py}).
   - B{ACK}: the flow starts (L{run_flow}) on a L{MediaCall}, with the
     variables C{caller} (the From user), C{called} (the flow name) and
     C{tenant} (the From host).
-  - B{BYE} from the caller: C{200}, the run is stopped, the RTP session
-    closed and its ports returned to the pool.
-  - B{INFO} with a DTMF body: C{200} and the digit (C{parse_info_body}
-    errors are answered with their own code); an empty INFO gets C{200}.
-  - B{re-INVITE} / B{UPDATE} with an offer: renegotiated on the same port
-    (the C{o=} version grows); without one, the last answer again.
+  - B{In-dialog requests} (BYE, INFO, re-INVITE, UPDATE, OPTIONS, the
+    NOTIFYs of a transfer) and the B{REFER} of a flow's C{transfer} node:
+    L{media.server.ua_dialog} (L{InDialogRequests}, a base class of
+    L{MediaServerUA}).
   - B{the flow's end}: the session's C{hangup} sends a BYE with a
     C{Reason} (L{reason_for_cause}); the user agent reports each run's
-    L{FlowResult} to C{on_result}.
-  - B{Transfer} (the C{transfer} node): a B{REFER} in the call's dialog
-    (RFC 3515): C{Refer-To: <sip:N@DOMAIN>} (L{refer_target}; DOMAIN is
-    the From host of the INVITE), C{Referred-By} our own URI; a
-    L{Referral} follows it.  The C{Event: refer} NOTIFYs are answered
-    C{200} (C{400} for a body that is not a sipfrag; C{489} for another
-    event, C{481} when no REFER was sent).  A final 2xx sipfrag: the run
-    ends C{transfer} and the user agent waits for the switch's BYE
-    (L{TRANSFERRED_BYE_WAIT} at most, then sends its own); a failure goes
-    back to the flow (C{on_error}); a C{405}/C{501} to the REFER falls
-    back to a BYE naming the target; no final status within
-    C{transfer_timeout} seconds (or the node's C{timeout}) hangs up.
+    L{FlowResult} to C{on_result}.  After a transfer it waits for the
+    switch's BYE (L{TRANSFERRED_BYE_WAIT} at most, then sends its own).
   - B{Recording} (with a C{recordings} directory): each call gets its
     L{CallRecordings}; the whole call is recorded (stereo) from the ACK on
     when the call's policy is C{always} (the flow variable C{record}, or
@@ -59,10 +47,9 @@ from __future__ import annotations
 import datetime
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredList, fail, succeed
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.logger import Logger
 
 from b2bua.core.leg import target_for_uri
@@ -71,32 +58,29 @@ from b2bua.sip.errors import ParseError, SIPError, TransactionTimeout, Transport
 from b2bua.sip.headers import NameAddress
 from b2bua.sip.interfaces import Source, Transport
 from b2bua.sip.message import KNOWN_METHODS, Request, Response, make_response
-from b2bua.sip.sdp import Origin, parse_sdp
+from b2bua.sip.sdp import parse_sdp
 from b2bua.sip.timers import Timers
 from b2bua.sip.transaction import TransactionLayer
 from b2bua.sip.transaction_server import TwoXXRetransmitter
 from b2bua.sip.uri import URI
 from media.ports import PortPool, PortsExhausted
 from media.server.conference import ROOM_NAME, ConferenceError, Conferences, RoomFull
-from media.server.dtmf_info import parse_info_body
 from media.server.g711 import PCMU
 from media.server.ivr import Flow
 from media.server.ivr_actions import ActionRegistry
-from media.server.ivr_runtime import FlowResult, FlowRun, run_flow
-from media.server.ivr_session import TransferFailed
+from media.server.ivr_runtime import FlowResult, run_flow
 from media.server.negotiation import NotAcceptableHere, make_origin, negotiate
 from media.server.prompts import PromptSet
 from media.server.recorder import Recording, RecordingError
 from media.server.recording import RECORD_POLICIES, CallRecordings, header_value
-from media.server.refer import DEFAULT_TRANSFER_TIMEOUT, Referral, answer_notify, refer_target
+from media.server.refer import DEFAULT_TRANSFER_TIMEOUT
 from media.server.rtp_session import RtpSession
+from media.server.ua_dialog import ALLOWED, AnsweredCall, InDialogRequests
 from media.server.ua_session import MediaCall, reason_for_cause
 
 __all__ = ["ALLOWED", "CONFERENCE_PREFIX", "NO_ACK_REASON", "STOPPING_REASON",
            "TRANSFERRED_BYE_WAIT", "TRANSFERRED_REASON", "MediaServerUA", "reason_for_cause"]
 
-#: The methods the media server answers.
-ALLOWED = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "UPDATE", "NOTIFY")
 #: Seconds a transferred call waits for the switch's BYE before sending its own.
 TRANSFERRED_BYE_WAIT = 32.0
 #: The Reason of that BYE.
@@ -109,29 +93,6 @@ CONFERENCE_PREFIX = "conf-"
 MAX_ROOM_LIMIT = 1000
 #: The Reason of the BYEs sent when the media server stops.
 STOPPING_REASON = 'Q.850;cause=41;text="media server stopping"'
-
-
-@dataclass(eq=False)
-class _Call:
-    """One answered call's state."""
-
-    key: tuple[str, str]
-    flow: Flow | None
-    invite: Request
-    dialog: Dialog
-    rtp: RtpSession
-    port: int
-    origin: Origin
-    media: MediaCall
-    answer: bytes
-    retransmitter: TwoXXRetransmitter | None = None
-    run: FlowRun | None = None
-    done: Deferred[FlowResult] | None = None
-    released: bool = False
-    variables: dict[str, str] = field(default_factory=dict)
-    room: str | None = None
-    referral: Referral | None = None
-    bye_wait: Any = None
 
 
 class _ByeOwner:
@@ -154,7 +115,7 @@ class _ByeOwner:
                       error=error)
 
 
-class MediaServerUA:
+class MediaServerUA(InDialogRequests):
     """The media server's SIP user agent (a transaction user).
 
     @ivar calls: the calls answered and not yet ended, by (Call-ID, our tag).
@@ -244,7 +205,7 @@ class MediaServerUA:
         self._transport: Any = transport
         self._own_transport = transport is None
         self.transactions: TransactionLayer | None = None
-        self.calls: dict[tuple[str, str], _Call] = {}
+        self.calls: dict[tuple[str, str], AnsweredCall] = {}
         self.answered: dict[int, int] = {}
         self.missing_prompts: set[str] = set()
         self.conferences = conferences if conferences is not None else Conferences(reactor)
@@ -383,7 +344,8 @@ class MediaServerUA:
                           recordings=recordings, conferences=self.conferences,
                           refer=lambda target, timeout: self._refer(call, target, timeout))
         answer = result.answer.to_bytes()
-        call = _Call(key, flow, request, dialog, rtp, port, origin, media, answer, room=room)
+        call = AnsweredCall(key, flow, request, dialog, rtp, port, origin, media, answer,
+                            room=room)
         if room is not None:
             self._join_adhoc(call, room, request.uri)
         try:
@@ -406,7 +368,7 @@ class MediaServerUA:
             on_timeout=lambda: self._end(call, NO_ACK_REASON))
         call.retransmitter.start()
 
-    def _join_adhoc(self, call: _Call, room: str, uri: URI) -> None:
+    def _join_adhoc(self, call: AnsweredCall, room: str, uri: URI) -> None:
         """Put a C{conf-<room>} call into its room before the 200.
 
         Request-URI parameters: C{max=N} (1-1000) is this join's limit
@@ -448,7 +410,7 @@ class MediaServerUA:
                 pass
         return self.listen_address
 
-    def _acked(self, call: _Call) -> None:
+    def _acked(self, call: AnsweredCall) -> None:
         """The ACK of our 200: the flow starts (once)."""
         if call.retransmitter is not None:
             call.retransmitter.ack_received()
@@ -462,7 +424,7 @@ class MediaServerUA:
                                        clock=self.reactor, variables=call.variables)
         call.done.addCallback(self._flow_ended, call)
 
-    def _record_always(self, call: _Call) -> None:
+    def _record_always(self, call: AnsweredCall) -> None:
         """Start the whole-call recording when the call's policy says so."""
         recordings = call.media.recordings
         if recordings is None:
@@ -485,7 +447,7 @@ class MediaServerUA:
                 return call.media.recordings
         return None
 
-    def _recorded(self, call: _Call, hung_up: bool) -> list[tuple[str, str]]:
+    def _recorded(self, call: AnsweredCall, hung_up: bool) -> list[tuple[str, str]]:
         """Finish the call's recordings; their C{X-Recording} headers.  The
         whole-call files also go into the run's variables."""
         files: list[Recording] = call.media.close_recordings(hung_up=hung_up)
@@ -499,7 +461,7 @@ class MediaServerUA:
                           ms=recording.duration_ms)
         return [("X-Recording", header_value(r)) for r in files]
 
-    def _flow_ended(self, result: FlowResult, call: _Call) -> None:
+    def _flow_ended(self, result: FlowResult, call: AnsweredCall) -> None:
         assert call.flow is not None
         self.log.info("media server: flow {flow} of {call_id} ended: {outcome} ({detail})",
                       flow=call.flow.name, call_id=call.invite.call_id,
@@ -517,116 +479,12 @@ class MediaServerUA:
             return
         call.media.hangup("normal")  # a run always hangs up or transfers; be sure
 
-    # -- in the dialog ----------------------------------------------------------------
-
-    def _in_dialog(self, request: Request, transaction: Any) -> None:
-        call = self.calls.get((request.call_id, request.to.tag or ""))
-        if call is None:
-            self._reply(transaction, request, 481)
-            return
-        call.dialog.receive_request(request)  # SIPError: 400/500 for a bad CSeq
-        method = request.method
-        if method == "BYE":
-            self._reply(transaction, request, 200, headers=self._recorded(call, True))
-            self._caller_hung_up(call)
-        elif method == "INFO":
-            if request.body:
-                event = parse_info_body(request.headers.get("content-type") or "", request.body)
-                self._reply(transaction, request, 200)
-                call.media.digit_received(event)
-            else:
-                self._reply(transaction, request, 200)
-        elif method in ("INVITE", "UPDATE"):
-            self._reoffer(call, request, transaction)
-        elif method == "NOTIFY":
-            self._notify(call, request, transaction)
-        elif method == "OPTIONS":
-            self._reply(transaction, request, 200, headers=[("Allow", ", ".join(ALLOWED))])
-        else:
-            self._reply(transaction, request, 405 if method in KNOWN_METHODS else 501,
-                        headers=[("Allow", ", ".join(ALLOWED))])
-
-    def _reoffer(self, call: _Call, request: Request, transaction: Any) -> None:
-        """A re-INVITE or UPDATE: a new answer on the same port."""
-        if request.body:
-            try:
-                offer = parse_sdp(request.body)
-            except ParseError as error:
-                raise SIPError(400, f"Bad SDP: {error}") from None
-            origin = call.origin._replace(sess_version=call.origin.sess_version + 1)
-            result = negotiate(offer, address=self.media_address, port=call.port, origin=origin)
-            call.rtp.update(**result.session_parameters())  # type: ignore[arg-type]
-            call.origin = origin
-            call.answer = result.answer.to_bytes()
-            if result.telephone_event is None and call.media.detector is None:
-                from media.server.goertzel import DtmfDetector
-
-                call.media.detector = DtmfDetector(call.media.digit_received)
-        headers = [("Content-Type", "application/sdp"), ("Server", self.user_agent)]
-        if request.method == "INVITE":
-            headers.append(("Contact", str(call.dialog.local_contact)))
-        response = make_response(request, 200, headers=headers, body=call.answer)
-        transaction.respond(response)
-        if request.method == "INVITE":
-            if call.retransmitter is not None:
-                call.retransmitter.stop()
-            call.retransmitter = TwoXXRetransmitter(
-                self.reactor, lambda: transaction.respond(response), self.timers)
-            call.retransmitter.start()
-
-    # -- transfer ---------------------------------------------------------------------
-
-    def _refer(self, call: _Call, target: str, timeout: float | None) -> Deferred[None]:
-        """Send a REFER for C{target} in the call's dialog; its L{Referral}'s
-        Deferred (see L{MediaCall.transfer})."""
-        if call.referral is not None and not call.referral.done:
-            return fail(TransferFailed(491, "a transfer is in progress"))
-        try:
-            uri = refer_target(target, call.variables.get("tenant") or self.media_address)
-        except ValueError as error:
-            return fail(error)
-        own = NameAddress(call.dialog.local_uri.uri.copy())
-        referral = Referral(self.reactor, timeout=timeout or self.transfer_timeout,
-                            label=call.invite.call_id)
-        call.referral = referral
-        referral.deferred.addBoth(self._transfer_ended, call, referral)
-        try:
-            request, hop = call.dialog.create_request(
-                "REFER", headers=[("Refer-To", f"<{uri}>"), ("Referred-By", str(own))])
-            referral.event_id = str(request.cseq.number)
-            if self.transactions is None:
-                raise TransportError("the media server is not started")
-            self.log.info("media server: {call_id} REFER to {uri}",
-                          call_id=call.invite.call_id, uri=str(uri))
-            self.transactions.send_request(request, target_for_uri(hop), referral)
-        except (SIPError, TransportError, ValueError) as error:
-            self.log.warn("media server: cannot send the REFER of {call_id}: {error}",
-                          call_id=call.invite.call_id, error=error)
-            referral.transaction_failed(None, error)
-        return referral.deferred
-
-    def _transfer_ended(self, result: Any, call: _Call, referral: Referral) -> Any:
-        """Count a transfer's outcome and log it; pass the result on."""
-        outcome = referral.outcome
-        self.transfers[outcome] = self.transfers.get(outcome, 0) + 1
-        self.log.info("media server: transfer of {call_id}: {outcome} ({status})",
-                      call_id=call.invite.call_id, outcome=outcome, status=referral.status)
-        return result
-
-    def _notify(self, call: _Call, request: Request, transaction: Any) -> None:
-        """A NOTIFY: the progress of our REFER (RFC 3515 2.4.4)."""
-        code, reason = answer_notify(call.referral, request)
-        if code >= 300:
-            self.transfers["bad_notify"] = self.transfers.get("bad_notify", 0) + 1
-        headers = [("Allow-Events", "refer")] if code == 489 else None
-        self._reply(transaction, request, code, reason, headers)
-
     # -- the end ----------------------------------------------------------------------
 
-    def _caller_hung_up(self, call: _Call) -> None:
+    def _caller_hung_up(self, call: AnsweredCall) -> None:
         self._release(call)
 
-    def _end(self, call: _Call, reason: str) -> None:
+    def _end(self, call: AnsweredCall, reason: str) -> None:
         """Our side ends the call: BYE with C{reason}, then free the media."""
         if call.released:
             return
@@ -641,7 +499,7 @@ class MediaServerUA:
                           call_id=call.invite.call_id, error=error)
         self._release(call)
 
-    def _release(self, call: _Call) -> None:
+    def _release(self, call: AnsweredCall) -> None:
         if call.released:
             return
         call.released = True
