@@ -319,7 +319,7 @@ class RelayBackend:
                     self._g711.pop(call_id, None)
             if self.moh is not None:
                 try:
-                    self.moh.formats_changed(call_id, side)
+                    self.moh.formats_changed(call_id, side, answer=answer)
                 except Exception:
                     _log.failure("media: music on hold failed", call_id=call_id)
             return succeed(self._rewrite(sdp, ports))

@@ -4,11 +4,8 @@ When one party of a call puts the other on hold (its re-INVITE or UPDATE
 says C{sendonly} or C{inactive}, or gives the null address), the held party
 hears music from the switch until the call is resumed or ends.
 
- - B{One source, encoded once.}  L{HoldMusic} holds the loop (a WAV file
-   or, without one, L{generated_loop}: four soft chords) as a
-   L{media.server.mixer.SharedSource} decoded once, and encodes it once per
-   G.711 law (PCMU, PCMA) into a ring of 20 ms payloads.  Every listener
-   reads the same ring objects; nothing is encoded per call.
+ - B{One source, encoded once}: L{media.moh_music.HoldMusic}.  Every
+   listener reads the same ring objects; nothing is encoded per call.
  - B{One timer.}  L{MusicOnHold} drives every held party from one timer on
    the injected clock, scheduled by absolute time (tick M{k} is due at
    M{epoch + k * 20 ms}), so it never drifts.  It runs only while someone
@@ -22,43 +19,48 @@ hears music from the switch until the call is resumed or ends.
    out of the relay socket facing the held party
    (L{media.endpoints.Endpoint.send_to_party}).
  - B{Who hears it.}  The relay tells L{MusicOnHold.hold_changed} of every
-   change of a party's hold state; when exactly one party of an audio
+   change of a party's hold state, and the backend tells
+   L{MusicOnHold.formats_changed} of every SDP.  A party holds when its
+   latest offer says so; an answer saying C{inactive} (or C{sendonly})
+   to an offer of a party that holds neither starts nor ends a hold of
+   the answerer (it is an acknowledgement), while an answer that holds
+   when the offerer does not, holds.  When exactly one party of an audio
    stream holds, the other one hears music and the holder's own packets
-   are not relayed (C{mute}); on resume, mutual hold or the call's end the
-   music stops and relaying resumes.  A hold that the held party merely
-   acknowledges in its answer (C{a=inactive} answering C{a=inactive})
-   does not count as holding too.  A stream that was never active (a call
-   set up C{sendonly}, such as a paging announcement) gets no music.
+   are not relayed (C{mute}); when both hold nobody hears music and
+   nobody is muted; when one of them resumes, the other is the holder.
+   Resume of both or the call's end stops the music.  A stream that was
+   never active (a call set up C{sendonly}, such as a paging
+   announcement) gets no music.
  - B{Bounded.}  At most C{max_listeners} parties hear music at once; the
    others hear silence (the holder is muted all the same) and are counted,
    and get music as soon as a place frees up.  A held party that signalled
    neither PCMU nor PCMA gets no music (its holder's media is relayed as
-   before) and is counted.
+   before) and is counted.  Each figure counts a hold once, whatever codec
+   changes it goes through.
 
-L{MohCollector} exports the figures to Prometheus.  The configuration is
-C{[media.moh]} (C{docs/music-on-hold.md}).
+L{media.moh_metrics.MohCollector} exports the figures to Prometheus.  The
+configuration is C{[media.moh]} (C{docs/music-on-hold.md}).  The music and
+the metrics live in L{media.moh_music} and L{media.moh_metrics}; their
+public names are importable from here too.
 """
 
 from __future__ import annotations
 
-import math
 import random
-from array import array
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from functools import lru_cache
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from media.moh_metrics import MohCollector, MohCounters
+from media.moh_music import CODECS, HoldMusic, generated_loop
 from media.relay import RelayEnd
 from media.rtp import rtp_packet
-from media.server.g711 import PCMA, PCMU, G711Codec
-from media.server.mixer import SharedSource
-from media.server.pcm import FRAME_MS, FRAME_SAMPLES, RATE, to_bytes
-from media.server.wav import Audio, read_wav
+from media.server.g711 import PCMA, PCMU
+from media.server.pcm import FRAME_MS, FRAME_SAMPLES, RATE
+from media.server.wav import read_wav
 
 __all__ = [
     "CATCH_UP",
@@ -84,128 +86,7 @@ _FRAME = FRAME_MS / 1000.0
 #: float clocks must not push a tick to the next timer.
 _EARLY = 20e-6
 _SIDES = ("a", "b")
-_CODECS: dict[str, G711Codec] = {PCMU.name: PCMU, PCMA.name: PCMA}
-
-#: The generated loop: (frequencies in Hz, for two seconds each).  C major,
-#: A minor, F major, G major, voiced inside the telephone band.
-_CHORDS: tuple[tuple[int, ...], ...] = (
-    (262, 330, 392, 523),
-    (220, 262, 330, 440),
-    (262, 349, 440, 523),
-    (294, 392, 494, 587),
-)
-_CHORD_SECONDS = 2
-_TONE_LEVEL = 1800  # per tone, of 32767: four tones peak near -13 dBFS
-
-
-def generated_loop() -> Audio:
-    """The built-in music: four soft chords (C, Am, F, G), two seconds each.
-
-    Each chord fades in over 60 ms, decays gently like a struck pad and
-    fades out over its last 150 ms, so the loop joins without a click.
-    Integer frequencies make one 8000-entry sine table exact for every
-    tone.
-
-    @return: eight seconds of mono 8 kHz audio.
-    """
-    return Audio(_generated_pcm(), 1, RATE)
-
-
-@lru_cache(maxsize=1)
-def _generated_pcm() -> bytes:
-    """The samples of L{generated_loop}, computed once per process."""
-    table = [math.sin(2 * math.pi * n / RATE) for n in range(RATE)]
-    length = RATE * _CHORD_SECONDS
-    attack, release = RATE * 60 // 1000, RATE * 150 // 1000
-    envelope = []
-    for n in range(length):
-        level = math.exp(-n / (RATE * 1.6))
-        if n < attack:
-            level *= n / attack
-        if n >= length - release:
-            level *= (length - n) / release
-        envelope.append(level * _TONE_LEVEL)
-    samples = array("h")
-    for chord in _CHORDS:
-        for n in range(length):
-            total = 0.0
-            for frequency in chord:
-                total += table[(n * frequency) % RATE]
-            samples.append(int(total * envelope[n]))
-    return to_bytes(samples)
-
-
-class HoldMusic:
-    """The loop, decoded once (a L{SharedSource}) and encoded once per
-    G.711 law into rings of 20 ms payloads shared by every listener.
-
-    @ivar source: the decoded loop.
-    @ivar rings: encoding name (C{PCMU}, C{PCMA}) -> one payload per frame.
-    """
-
-    def __init__(self, source: SharedSource) -> None:
-        """
-        @param source: the loop, decoded.
-        """
-        self.source = source
-        self.rings: dict[str, tuple[bytes, ...]] = {
-            name: tuple(codec.encode(frame) for frame in source.frames)
-            for name, codec in _CODECS.items()
-        }
-
-    def __len__(self) -> int:
-        """Frames in the loop."""
-        return len(self.source.frames)
-
-    @classmethod
-    def from_file(cls, path: str | Path, clock: IReactorTime) -> HoldMusic:
-        """The music of a WAV file (8 kHz, 16-bit PCM or G.711, mono or
-        stereo).
-
-        @raise ValueError: (a L{media.server.wav.WavError}) for a file that
-            cannot be used, naming what is wrong; C{OSError} when it
-            cannot be read.
-        """
-        return cls(SharedSource(read_wav(path), clock, str(path)))
-
-    @classmethod
-    def generated(cls, clock: IReactorTime) -> HoldMusic:
-        """The built-in music (L{generated_loop}), encoded once per process."""
-        return _generated_music(clock)
-
-
-@lru_cache(maxsize=4)
-def _generated_music(clock: IReactorTime) -> HoldMusic:
-    """L{HoldMusic.generated}, kept per clock."""
-    return HoldMusic(SharedSource(generated_loop(), clock, "generated"))
-
-
-@dataclass(frozen=True, slots=True)
-class MohCounters:
-    """Music-on-hold figures (gauges now, counters since start).
-
-    @ivar listeners: parties hearing music now.
-    @ivar waiting: held parties hearing silence for want of a place now.
-    @ivar packets_sent: RTP packets of music sent.
-    @ivar packets_unsent: packets that could not be sent (no address for
-        the party yet, or the socket refused).
-    @ivar frames_skipped: frames left out because the timer ran too late
-        to catch up.
-    @ivar no_codec: held streams whose party signalled neither PCMU nor
-        PCMA (no music).
-    @ivar refused: holds that found every place taken (silence until one
-        freed up).
-    @ivar holds: holds that started music (or silence for want of a place).
-    """
-
-    listeners: int
-    waiting: int
-    packets_sent: int
-    packets_unsent: int
-    frames_skipped: int
-    no_codec: int
-    refused: int
-    holds: int
+_OTHER = {"a": "b", "b": "a"}
 
 
 class _Endpoint(Protocol):
@@ -236,12 +117,16 @@ class _Listener:
 class _Stream:
     """What the service knows of one audio stream of a call."""
 
-    __slots__ = ("answered", "codec", "endpoints", "holding", "listener", "muted", "rates",
-                 "target", "was_active")
+    __slots__ = ("answered", "codec", "counted", "endpoints", "held", "holding", "listener",
+                 "media", "muted", "rates", "target", "was_active")
 
     def __init__(self) -> None:
         self.endpoints: dict[str, _Endpoint] = {}
+        #: what each party's latest SDP says (the relay's C{held})
+        self.held = {"a": False, "b": False}
+        #: whether each party holds (an acknowledging answer does not)
         self.holding = {"a": False, "b": False}
+        self.media = ""
         self.answered = False
         self.was_active = False
         #: payload type -> clock rate, as the relay last reported them
@@ -254,15 +139,21 @@ class _Stream:
         self.listener: _Listener | None = None
         #: the holder's endpoint we muted
         self.muted: _Endpoint | None = None
+        #: the figures this hold was counted in (C{holds}, C{refused}, C{no_codec})
+        self.counted: set[str] = set()
 
 
-class _Rates:
-    """The part of a L{RelayEnd} L{MusicOnHold._choose} reads."""
+class _Call:
+    """A call's streams, and where its offer/answer exchange stands."""
 
-    __slots__ = ("clock_rates",)
+    __slots__ = ("announced", "expecting", "streams")
 
-    def __init__(self, clock_rates: Mapping[int, int]) -> None:
-        self.clock_rates = clock_rates
+    def __init__(self) -> None:
+        self.streams: dict[int, _Stream] = {}
+        #: (side, answer) of the relay's hold notice for the SDP being applied
+        self.announced: tuple[str, bool] | None = None
+        #: the side whose answer is due (an offer from the other is pending)
+        self.expecting: str | None = None
 
 
 #: (call id, stream index, side) -> the held party's usable codecs, in its
@@ -274,8 +165,8 @@ class MusicOnHold:
     """Music for every held party of the relay's calls (module docstring).
 
     Register L{hold_changed} as a hold listener and L{call_closed} as a
-    close listener of the L{media.relay.Relay} (L{media.backend.RelayBackend}
-    does), then L{start}.
+    close listener of the L{media.relay.Relay}, and call L{formats_changed}
+    after each SDP (L{media.backend.RelayBackend} does), then L{start}.
 
     @ivar music: the shared loop.
     @ivar max_listeners: parties that may hear music at once.
@@ -307,7 +198,7 @@ class MusicOnHold:
         self.max_listeners = max_listeners
         self._codecs = codecs
         self._rng = rng if rng is not None else random.SystemRandom()
-        self._calls: dict[str, dict[int, _Stream]] = {}
+        self._calls: dict[str, _Call] = {}
         self._listeners: dict[int, _Listener] = {}  # id(listener) -> listener, in join order
         self._waiting: dict[tuple[str, int], None] = {}  # (call id, index), oldest first
         self._epoch = clock.seconds()
@@ -331,53 +222,64 @@ class MusicOnHold:
             held party answering C{inactive} to its holder's C{inactive}
             offer does not hold in turn).
         """
-        streams = self._calls.setdefault(end.call_id, {})
-        stream = streams.get(end.index)
+        call = self._calls.setdefault(end.call_id, _Call())
+        call.announced = (end.side, answer)
+        stream = call.streams.get(end.index)
         if stream is not None and stream.endpoints.get(end.side, end.rtp) is not end.rtp:
             # the line was closed and opened again: new sockets, a new stream
             self._stop(end.call_id, end.index, stream)
             stream = None
         if stream is None:
-            stream = streams[end.index] = _Stream()
+            stream = call.streams[end.index] = _Stream()
         stream.endpoints[end.side] = end.rtp
         stream.rates = end.clock_rates
-        other = "b" if end.side == "a" else "a"
-        stream.holding[end.side] = end.held and not (answer and stream.holding[other])
+        stream.media = end.media
+        stream.held[end.side] = end.held
+        stream.holding[end.side] = _holds(stream, end.side, answer)
         if answer:
             stream.answered = True
-        self._evaluate(end, stream)
+        self._evaluate(end.call_id, end.index, stream)
 
-    def formats_changed(self, call_id: str, side: str) -> None:
-        """Party C{side} sent new SDP: if it is held, it gets music in the
-        codec that SDP prefers (or none, without PCMU and PCMA).
+    def formats_changed(self, call_id: str, side: str, *, answer: bool | None = None) -> None:
+        """Party C{side} sent new SDP.
+
+        An offer whose hold state the relay saw unchanged still decides
+        whether the party holds (a party that acknowledged a hold with
+        C{inactive} and now offers C{inactive} holds in turn).  If the
+        party is held, it gets music in the codec that SDP prefers (or
+        none, without PCMU and PCMA).
 
         @param call_id: the call.
         @param side: the party whose SDP it was.
+        @param answer: whether the SDP was an answer; by default what the
+            relay's hold notice for it said, or else what the exchange so
+            far implies (after an offer from the other party, an answer).
         """
-        streams = self._calls.get(call_id)
-        if not streams:
+        call = self._calls.get(call_id)
+        if call is None:
             return
-        for index, stream in streams.items():
-            if stream.target != side or stream.endpoints.get(side) is None:
+        if answer is None:
+            announced = call.announced
+            answer = announced[1] if announced is not None and announced[0] == side \
+                else call.expecting == side
+        call.announced = None
+        call.expecting = None if answer else _OTHER[side]
+        for index, stream in list(call.streams.items()):
+            if stream.endpoints.get(side) is None:
                 continue
-            codec = self._choose(call_id, index, side, _Rates(stream.rates))
-            if codec == stream.codec:
-                continue
-            listener = stream.listener
-            if listener is not None and codec is not None:
-                listener.payload_type = codec[0]
-                listener.ring = self.music.rings[codec[1]]
-                stream.codec = codec
-                continue
-            self._stop(call_id, index, stream)
-            self._play(call_id, index, stream, side, _Rates(stream.rates))
+            holding = _holds(stream, side, answer)
+            if holding != stream.holding[side]:
+                stream.holding[side] = holding
+                self._evaluate(call_id, index, stream)
+            if stream.target == side:
+                self._recodec(call_id, index, stream)
 
     def call_closed(self, call_id: str) -> None:
         """The call's media is closing: its music stops."""
-        streams = self._calls.pop(call_id, None)
-        if streams is None:
+        call = self._calls.pop(call_id, None)
+        if call is None:
             return
-        for index, stream in streams.items():
+        for index, stream in call.streams.items():
             self._stop(call_id, index, stream)
 
     # ---- the service ------------------------------------------------------
@@ -410,47 +312,68 @@ class MusicOnHold:
     def listener_of(self, call_id: str, index: int = 0) -> tuple[str, _Listener] | None:
         """Who hears music on a stream (side, header state), for tests and
         the API."""
-        stream = self._calls.get(call_id, {}).get(index)
+        call = self._calls.get(call_id)
+        stream = call.streams.get(index) if call is not None else None
         if stream is None or stream.listener is None or stream.target is None:
             return None
         return stream.target, stream.listener
 
     # ---- deciding ---------------------------------------------------------
 
-    def _evaluate(self, end: RelayEnd, stream: _Stream) -> None:
+    def _evaluate(self, call_id: str, index: int, stream: _Stream) -> None:
         """Start or stop music after a change of one of the stream's ends."""
         holders = [side for side in _SIDES if stream.holding[side]]
         if stream.answered and not holders:
             stream.was_active = True
         wanted: str | None = None
-        if end.media == "audio" and stream.was_active and len(holders) == 1:
-            wanted = "b" if holders[0] == "a" else "a"
+        if stream.media == "audio" and stream.was_active and len(holders) == 1:
+            wanted = _OTHER[holders[0]]
         if wanted == stream.target:
             return
-        self._stop(end.call_id, end.index, stream)
+        self._stop(call_id, index, stream)
         if wanted is not None:
-            self._play(end.call_id, end.index, stream, wanted, end)
+            self._play(call_id, index, stream, wanted)
 
-    def _play(self, call_id: str, index: int, stream: _Stream, side: str,
-              end: RelayEnd | _Rates) -> None:
+    def _play(self, call_id: str, index: int, stream: _Stream, side: str) -> None:
         """Party C{side} is held: music (or silence) for it, its holder muted."""
         stream.target = side
-        stream.codec = self._choose(call_id, index, side, end)
+        stream.codec = self._choose(call_id, index, side, stream.rates)
         if stream.codec is None:
-            self._no_codec += 1
-            _log.info("moh: no PCMU or PCMA for the held party of {call_id} (stream {index})",
-                      call_id=call_id, index=index)
+            if _first(stream, "no_codec"):
+                self._no_codec += 1
+                _log.info("moh: no PCMU or PCMA for the held party of {call_id} "
+                          "(stream {index})", call_id=call_id, index=index)
             return
-        holder = stream.endpoints.get("b" if side == "a" else "a")
+        holder = stream.endpoints.get(_OTHER[side])
         if holder is not None:
             holder.mute = True
             stream.muted = holder
-        self._holds += 1
+        if _first(stream, "holds"):
+            self._holds += 1
         if len(self._listeners) >= self.max_listeners:
-            self._refused += 1
+            if _first(stream, "refused"):
+                self._refused += 1
             self._waiting[(call_id, index)] = None
             return
         self._listen(stream)
+
+    def _recodec(self, call_id: str, index: int, stream: _Stream) -> None:
+        """The held party's codec may have changed: follow it, counting
+        nothing again (the hold goes on)."""
+        assert stream.target is not None
+        codec = self._choose(call_id, index, stream.target, stream.rates)
+        if codec == stream.codec:
+            return
+        if codec is not None and stream.codec is not None:
+            stream.codec = codec  # a waiting party keeps its place in line
+            listener = stream.listener
+            if listener is not None:
+                listener.payload_type = codec[0]
+                listener.ring = self.music.rings[codec[1]]
+            return
+        side = stream.target
+        self._release(call_id, index, stream)
+        self._play(call_id, index, stream, side)
 
     def _listen(self, stream: _Stream) -> None:
         """The stream's held party hears music from now on; arm the timer."""
@@ -463,21 +386,25 @@ class MusicOnHold:
         self._arm()
 
     def _choose(self, call_id: str, index: int, side: str,
-                end: RelayEnd | _Rates) -> tuple[int, str] | None:
+                rates: Mapping[int, int]) -> tuple[int, str] | None:
         """The payload type and encoding the held party gets."""
         signalled = self._codecs(call_id, index, side) if self._codecs is not None else None
         if signalled is not None:
             for payload_type, name in signalled:
-                if name.upper() in _CODECS:
+                if name.upper() in CODECS:
                     return payload_type, name.upper()
             return None
-        rates = end.clock_rates
         for codec in (PCMU, PCMA):
             if rates.get(codec.payload_type) == RATE:
                 return codec.payload_type, codec.name
         return None
 
     def _stop(self, call_id: str, index: int, stream: _Stream) -> None:
+        """The hold ended: no more music (or silence); relay the holder again."""
+        self._release(call_id, index, stream)
+        stream.counted.clear()
+
+    def _release(self, call_id: str, index: int, stream: _Stream) -> None:
         """No more music (or silence) on the stream; relay the holder again."""
         stream.target = None
         stream.codec = None
@@ -499,7 +426,8 @@ class MusicOnHold:
         while self._waiting and len(self._listeners) < self.max_listeners:
             call_id, index = next(iter(self._waiting))
             del self._waiting[(call_id, index)]
-            stream = self._calls.get(call_id, {}).get(index)
+            call = self._calls.get(call_id)
+            stream = call.streams.get(index) if call is not None else None
             if stream is not None and stream.target is not None and stream.listener is None:
                 self._listen(stream)
 
@@ -563,41 +491,28 @@ class MusicOnHold:
         self._sent += sent
 
 
-class MohCollector:
-    """The music-on-hold figures for a Prometheus registry, read at each
-    scrape (C{b2bua_media_moh_*})."""
 
-    GAUGES = (("listeners", "Held parties hearing music on hold now."),
-              ("waiting", "Held parties hearing silence because every music-on-hold "
-                          "place is taken."))
-    COUNTERS = (("packets_sent", "RTP packets of music on hold sent."),
-                ("packets_unsent", "Music-on-hold packets that could not be sent."),
-                ("frames_skipped", "Music-on-hold frames skipped because the timer ran late."),
-                ("no_codec", "Held streams without PCMU or PCMA: no music on hold."),
-                ("refused", "Holds that found every music-on-hold place taken."),
-                ("holds", "Holds that started music on hold."))
+def _holds(stream: _Stream, side: str, answer: bool) -> bool:
+    """Whether C{side} holds after an SDP of its own.
 
-    def __init__(self, moh: MusicOnHold) -> None:
-        """
-        @param moh: the service whose figures are exported.
-        """
-        self.moh = moh
+    An offer says it; an answer that holds while the offerer holds is an
+    acknowledgement (C{inactive} answering C{inactive}): it neither
+    starts nor ends a hold of the answerer.
+    """
+    if not stream.held[side]:
+        return False
+    if answer and stream.holding[_OTHER[side]]:
+        return stream.holding[side]
+    return True
 
-    def describe(self) -> list[Any]:
-        """Nothing up front (the figures are read at collection)."""
-        return []
 
-    def collect(self) -> Iterator[Any]:
-        """The gauges and counters now."""
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+def _first(stream: _Stream, figure: str) -> bool:
+    """Whether the stream's hold is not yet counted in C{figure} (and now is)."""
+    if figure in stream.counted:
+        return False
+    stream.counted.add(figure)
+    return True
 
-        counters = self.moh.counters()
-        for name, text in self.GAUGES:
-            yield GaugeMetricFamily(f"b2bua_media_moh_{name}", text,
-                                    value=getattr(counters, name))
-        for name, text in self.COUNTERS:
-            yield CounterMetricFamily(f"b2bua_media_moh_{name}", text,
-                                      value=getattr(counters, name))
 
 
 def music_on_hold_from_config(clock: IReactorTime, config: Any,
