@@ -365,6 +365,12 @@ class Switch:
             self.metrics.request_rejected("loop_detected")
             self._respond(transaction, request, 482, "Loop Detected")
             return
+        if request.headers.get("replaces") is not None:
+            # RFC 3891 INVITE (call pickup, a phone's own attended transfer):
+            # not built; a REFER with Replaces is (docs/transfer.md)
+            self.metrics.request_rejected("other")
+            self._respond(transaction, request, 501, "INVITE with Replaces not supported")
+            return
         asked = parse_session_expires(request)
         if asked is not None and asked[0] < MIN_SE:
             self._respond(transaction, request, 422, headers=[("Min-SE", str(MIN_SE))])

@@ -4,8 +4,8 @@ A party of an established call (the I{referrer}) sends REFER with a
 C{Refer-To} SIP URI; the other party (the I{transferee}) is to be connected
 to that target.  The switch does not relay the REFER: it
 
-  1. checks it (C{400} bad or missing C{Refer-To}, C{501} with
-     C{Replaces} or a method other than INVITE, C{491} while another
+  1. checks it (C{400} bad or missing C{Refer-To}, C{501} with a
+     method other than INVITE, C{491} while another
      transfer or offer is in progress, C{403} when C{[core] transfer} is
      off, when the referrer is nobody the switch can charge or when the
      call reached C{[core] max_transfers}: L{b2bua.core.transfer_policy})
@@ -32,6 +32,9 @@ to that target.  The switch does not relay the REFER: it
      sends the referrer NOTIFY with that status; the transferee stays
      with the referrer, or is hung up if the referrer has left meanwhile.
 
+A C{Refer-To} with C{Replaces} (attended transfer) goes to
+L{b2bua.core.transfer_attended} after the checks of the C{Refer-To}.
+
 The referrer may hang up as soon as it got C{202} (what phones do for a
 blind transfer): the transferee then waits in the first call until the
 target answers or fails.  The transferee hanging up while the target rings
@@ -53,6 +56,14 @@ from b2bua.core.call import Call
 from b2bua.core.decisions import Reject
 from b2bua.core.hooks import HookFailed
 from b2bua.core.leg import ServerLeg
+from b2bua.core.transfer_attended import (
+    SIPFRAG,
+    SUBSCRIPTION_SECONDS,
+    BadReplaces,
+    Replaces,
+    attended_refer,
+    parse_replaces,
+)
 from b2bua.core.transfer_call import TransferCall, TransfereeLeg
 from b2bua.core.transfer_policy import (
     TRANSFERS,
@@ -79,11 +90,6 @@ __all__ = ["SIPFRAG", "Transfer", "TransferCall", "TransfereeLeg", "parse_refer_
 #: transfers accepted in a call and the calls it came from, when C{[core]
 #: max_transfers} is not set (L{b2bua.core.switch.CoreSettings})
 MAX_TRANSFERS = 3
-#: Content-Type of the NOTIFY bodies (RFC 3420)
-SIPFRAG = "message/sipfrag;version=2.0"
-#: seconds the implicit subscription of a REFER lasts (refreshed by no one:
-#: the final NOTIFY always comes before, bounded by the hunt's timeouts)
-SUBSCRIPTION_SECONDS = 180
 #: a re-INVITE to the transferee that crossed one of its own (491) is tried
 #: again this many seconds later, at most this many times (RFC 3261 14.1)
 GLARE_RETRY_SECONDS = 2.0
@@ -101,13 +107,10 @@ class BadReferTo(Exception):
         self.reason = reason
 
 
-def parse_refer_to(request: Request) -> URI:
-    """The target of a REFER: its one C{Refer-To}, a SIP URI, without URI
-    header fields.
+def refer_to_uri(request: Request) -> URI:
+    """The URI of a REFER's one C{Refer-To}, as sent.
 
-    @raise BadReferTo: C{400} when missing, repeated, malformed or not a
-        SIP URI; C{501} when it asks for C{Replaces} (attended transfer) or
-        a method other than INVITE.
+    @raise BadReferTo: C{400} when missing, repeated or malformed.
     """
     try:
         values = request.headers.get_all("refer-to")
@@ -119,11 +122,37 @@ def parse_refer_to(request: Request) -> URI:
         uri = parse_name_addr(values[0]).uri
     except ParseError:
         raise BadReferTo(400, "Bad Refer-To") from None
+    return uri
+
+
+def refer_replaces(request: Request) -> Replaces | None:
+    """The C{Replaces} of a REFER's C{Refer-To} (attended transfer), if any.
+
+    @raise BadReferTo: C{400} for a bad C{Refer-To} or C{Replaces}.
+    """
+    try:
+        return parse_replaces(refer_to_uri(request))
+    except BadReplaces:
+        raise BadReferTo(400, "Bad Replaces") from None
+
+
+def parse_refer_to(request: Request, attended: bool = False) -> URI:
+    """The target of a REFER: its one C{Refer-To}, a SIP URI, without URI
+    header fields.
+
+    @param attended: a C{Replaces} is expected (attended transfer,
+        L{b2bua.core.transfer_attended}); without it, C{Replaces} is
+        refused.
+    @raise BadReferTo: C{400} when missing, repeated, malformed or not a
+        SIP URI; C{501} when it asks for C{Replaces} and C{attended} is
+        false, or for a method other than INVITE.
+    """
+    uri = refer_to_uri(request)
     if not uri.is_sip or not uri.host:
         raise BadReferTo(400, "Refer-To must be a SIP URI")
     names = {part.partition("=")[0].strip().lower()
              for part in (uri.headers or "").split("&") if part}
-    if "replaces" in names:
+    if "replaces" in names and not attended:
         raise BadReferTo(501, "Attended transfer (Replaces) not supported")
     if (uri.params.get("method") or "INVITE").upper() != "INVITE":
         raise BadReferTo(501, "Only INVITE transfers are supported")
@@ -156,11 +185,16 @@ def refer_received(call: Call, leg: Leg, request: Request, transaction: Any) -> 
         _respond(call, transaction, request, 403, "Call transfer disabled")
         return
     try:
-        target = parse_refer_to(request)
+        replaces = refer_replaces(request)
+        target = parse_refer_to(request, attended=replaces is not None)
     except BadReferTo as error:
         context.metrics.request_rejected("malformed" if error.code == 400 else "other")
         _count(call, "refused_invalid")
         _respond(call, transaction, request, error.code, error.reason)
+        return
+    if replaces is not None:
+        attended_refer(call, leg, request, transaction, target, replaces,
+                       getattr(settings, "max_transfers", MAX_TRANSFERS))
         return
     transferee = call.relay.other(leg)
     if transferee is None or transferee.ended or leg.ended:

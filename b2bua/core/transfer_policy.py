@@ -110,7 +110,11 @@ def caller_party(call: Call) -> Party | None:
 
 def callee_party(leg: Leg) -> Party | None:
     """Whom the callee's side C{leg} calls as: the mark of the destination
-    it was routed to (L{CalleeDestination}), or nobody."""
+    it was routed to (L{CalleeDestination}), or nobody; a leg joined into
+    a call by an attended transfer carries the party it had (C{party})."""
+    party = getattr(leg, "party", _UNSET)
+    if party is not _UNSET:
+        return party  # type: ignore[no-any-return]
     destination = getattr(leg, "destination", None)
     identity = getattr(destination, "callee_identity", "") or ""
     if not identity:

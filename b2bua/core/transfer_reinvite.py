@@ -17,6 +17,7 @@ See C{docs/transfer.md}.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
@@ -25,6 +26,7 @@ from b2bua.sip.message import Request, Response
 from b2bua.sip.uri import URI
 
 if TYPE_CHECKING:
+    from b2bua.core.call import Call
     from b2bua.core.leg import Leg
     from b2bua.core.transfer_call import TransferCall
 
@@ -63,7 +65,9 @@ def late_answer(new_call: TransferCall, response: Response) -> bool:
     return True
 
 
-def update_target(owner: Any, new_call: TransferCall, response: Response) -> None:
+def update_target(owner: Any, new_call: Call, response: Response,
+                  on_result: Callable[[int], Any] | None = None,
+                  target: Leg | None = None) -> None:
     """The transferee answered the re-INVITE with other media than the
     target was offered (a narrower codec list, another address): offer
     the target that answer in a re-INVITE of its own (RFC 3725 style),
@@ -71,45 +75,61 @@ def update_target(owner: Any, new_call: TransferCall, response: Response) -> Non
 
     @param owner: what holds the new call's C{relay.exchange} meanwhile
         (the L{b2bua.core.transfer.Transfer}).
+    @param on_result: called once with the final status of that
+        re-INVITE (C{200} at once when none was needed; C{408} when it
+        could not be sent or timed out).
+    @param target: the leg to re-INVITE (default: the call's answered
+        leg, the target of a blind transfer).
     """
-    target = new_call.answered_leg
+    result = on_result or (lambda code: None)
+    if target is None:
+        target = new_call.answered_leg
     offered = target.last_sdp[0] if target is not None else b""
     if target is None or not response.body or media_lines(offered) == \
             media_lines(response.body):
+        result(200)
         return
     relay = new_call.relay
     if relay.exchange is not None:
+        result(200)
         return  # an offer crosses the call already: it will do
     relay.exchange = owner
 
-    def done() -> None:
+    reported: list[int] = []
+
+    def done(code: int) -> None:
         if relay.exchange is owner:
             relay.exchange = None
+        if not reported:  # once: a retransmitted 2xx comes again
+            reported.append(code)
+            result(code)
 
     def answered(answer: Response) -> None:
         if answer.code < 200:
             return
-        done()
+        done(answer.code)
         if 200 <= answer.code < 300:
             ack_answer(target, answer, acks)
             # the answer goes nowhere: only the media hooks learn of it
-            new_call.with_body(answer, new_call.a_leg, "answer", lambda *_: None)
+            other = new_call.relay.other(target)
+            new_call.with_body(answer, other if other is not None else new_call.a_leg,
+                               "answer", lambda *_: None)
         elif answer.code in (408, 481):
             new_call.hangup(f'SIP;cause={answer.code};text="re-INVITE failed"',
                             disconnect="reinvite-failed")
 
     def send(body: bytes, content_type: str | None) -> None:
         if target.ended or new_call.ended:
-            done()
+            done(481)
             return
         target.last_sdp = (body, content_type)
         sent = target.send_in_dialog(
             "INVITE", body, content_type, on_response=answered,
-            on_failure=lambda error: done(),
+            on_failure=lambda error: done(408),
             prepare=lambda request: new_call.context.hooks.prepare_outgoing_request(
                 new_call, target, request))
         if sent is None:
-            done()
+            done(408)
 
     acks: list[tuple[Request, URI]] = []
     new_call.with_body(response, target, "offer", send)

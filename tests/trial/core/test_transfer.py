@@ -505,13 +505,14 @@ class RefusedReferTests(TransferTestCase):
         self.assertEqual(len(self.recorder.ended), 1)
         self.finish()
 
-    def test_replaces_not_implemented(self) -> None:
-        """An attended transfer (Refer-To with Replaces) gets 501."""
+    def test_replaces_unknown_dialog(self) -> None:
+        """An attended transfer (Refer-To with Replaces) naming no dialog of
+        the referrer's gets 403 (test_transfer_attended has the rest)."""
         call, bob_side = self.connect()
         outgoing = self.refer(
             bob_side, "<sip:1002@127.0.0.1?Replaces=abc%40h%3Bto-tag%3D1%3Bfrom-tag%3D2>")
-        self.assertEqual(outgoing.final.reason, "Attended transfer (Replaces) not supported")
-        self.assertRefused(outgoing, 501, call, bob_side)
+        self.assertEqual(outgoing.final.reason, "Replaces does not name a call of yours")
+        self.assertRefused(outgoing, 403, call, bob_side)
 
     def test_missing_refer_to(self) -> None:
         """No Refer-To: 400."""
