@@ -21,6 +21,11 @@ L{FlowResult}; its C{outcome} says how:
     seconds (on the injected clock); the pending operation is cancelled and
     the call hung up with cause C{flow_timeout}.
 
+The variable C{language} is reserved: on a L{LanguageSession} it is given
+to the session at the start of the run and after every C{set} node that
+sets it, so that every later prompt is played in that language (a language
+the session has not loaded is a C{flow_error} naming the C{set} node).
+
 Digits that barge in on a prompt are kept as type-ahead: the next
 C{collect} starts with them and skips its own prompt; a later C{play} drops
 them.
@@ -57,6 +62,7 @@ from media.server.ivr_actions import ActionRegistry
 from media.server.ivr_session import (
     CallerHungUp,
     ConferenceSession,
+    LanguageSession,
     Prompt,
     PromptItem,
     SayDate,
@@ -66,9 +72,14 @@ from media.server.ivr_session import (
     Session,
     TransferFailed,
     TransferTimedOut,
+    UnknownLanguage,
 )
 
-__all__ = ["FlowResult", "FlowRun", "FlowRuntimeError", "Outcome", "run_flow"]
+__all__ = ["LANGUAGE_VARIABLE", "FlowResult", "FlowRun", "FlowRuntimeError", "Outcome",
+           "run_flow"]
+
+#: The reserved variable that chooses the language of the prompts.
+LANGUAGE_VARIABLE = "language"
 
 Outcome = Literal["hangup", "transfer", "caller_hangup", "error", "runaway", "timeout"]
 T = TypeVar("T")
@@ -210,6 +221,9 @@ class FlowRun:
     async def _run(self) -> FlowResult:
         name: str | None = self.flow.start
         try:
+            language = self.variables.get(LANGUAGE_VARIABLE)
+            if language:
+                self._set_language("(start)", "variables", language)
             while name is not None:
                 self.steps += 1
                 if self.steps > self.flow.max_steps:
@@ -255,7 +269,10 @@ class FlowRun:
         if isinstance(node, BranchNode):
             return node.target(self.variables.get(node.variable))
         if isinstance(node, SetNode):
-            self.variables[node.variable] = evaluate(node.value, self.variables)
+            value = evaluate(node.value, self.variables)
+            if node.variable == LANGUAGE_VARIABLE:
+                self._set_language(node.name, "value", value)
+            self.variables[node.variable] = value
             return node.next
         if isinstance(node, ActionNode):
             return await self._action(node)
@@ -267,6 +284,19 @@ class FlowRun:
         if isinstance(node, ConferenceNode):
             return await self._conference(node)
         raise FlowRuntimeError(node.name, "type", f"cannot run a {node.type!r} node")
+
+    def _set_language(self, node: str, field_name: str, code: str) -> None:
+        """Tell a multilingual session the language of the next prompts.
+
+        @raise FlowRuntimeError: for a language the session has not loaded.
+        """
+        session = self.session
+        if not isinstance(session, LanguageSession):
+            return
+        try:
+            session.set_language(code)
+        except UnknownLanguage as e:
+            raise FlowRuntimeError(node, field_name, str(e)) from None
 
     async def _collect(self, node: CollectNode) -> str | None:
         failures = 0

@@ -7,7 +7,9 @@ receiver, transfer through the core) and against a fake in tests alike.
 Prompts reach the session resolved: L{Prompt} (a recorded prompt by name)
 or one of the I{say} items (L{SayNumber}, L{SayDuration}, L{SayDate},
 L{SayDigits}) that the player turns into recorded prompts in the caller's
-language.
+language.  A session that speaks several languages is a
+L{LanguageSession}: the interpreter tells it the flow's C{language}
+variable at the start and after every C{set} of it.
 
 When the caller hangs up, any pending session operation fails with
 L{CallerHungUp}; the interpreter then stops without calling the session
@@ -33,6 +35,7 @@ __all__ = [
     "ConferenceSession",
     "DigitCollector",
     "EchoSession",
+    "LanguageSession",
     "Prompt",
     "PromptItem",
     "SayDate",
@@ -42,6 +45,7 @@ __all__ = [
     "Session",
     "TransferFailed",
     "TransferTimedOut",
+    "UnknownLanguage",
 ]
 
 
@@ -182,6 +186,24 @@ class EchoSession(Protocol):
     def echo(self) -> Deferred[None]:
         """Loop the caller's audio back until cancelled or the caller hangs
         up (then fail with L{CallerHungUp})."""
+
+
+class UnknownLanguage(ValueError):
+    """A language the session has no prompt set for (the message names the
+    loaded ones)."""
+
+
+@runtime_checkable
+class LanguageSession(Protocol):
+    """A session whose prompts may be played in one of several languages."""
+
+    def set_language(self, code: str) -> None:
+        """Play every later prompt (and say numbers, dates, durations) in
+        language C{code}.
+
+        @raise UnknownLanguage: for a language that is not loaded; the
+            language in use does not change.
+        """
 
 
 @runtime_checkable

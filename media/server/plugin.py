@@ -10,8 +10,14 @@ Settings (C{[plugins.media_server]}):
 
   - C{enabled} (false): nothing happens unless true.
   - C{listen} (C{"127.0.0.1:5070"}): the UA's UDP address (loopback).
-  - C{prompts} (C{"prompts"}) and C{language} (C{"en"}): the prompt set
-    (a missing set is logged; every prompt then plays as silence).
+  - C{prompts} (C{"prompts"}) and C{language} (C{"en"}): the prompt sets
+    root and the default language (a missing set is logged; every prompt
+    of it then plays as silence).
+  - C{languages} (C{[language]}): every language a call may use (the
+    default is added when missing); each must be a language of
+    L{media.server.languages}.
+  - C{tenant_languages} (C{{}}): a tenant's (From host's) default
+    language, by tenant domain; each one of C{languages}.
   - C{port_min}/C{port_max} (40000/40999): the RTP port range.
   - C{media_address} (the listen host): the address in our SDP.
   - C{extensions} (C{{"*43" = "echo", "*60" = "speaking_clock"}}):
@@ -66,7 +72,9 @@ from media.server.call_watch import CallWatch
 from media.server.cdr_recordings import RecordingHandover
 from media.server.ivr import Flow, FlowError, builtin_flow, load_flow_file
 from media.server.ivr_actions import builtin_actions
-from media.server.ivr_runtime import FlowResult
+from media.server.ivr_model import SetNode
+from media.server.ivr_runtime import LANGUAGE_VARIABLE, FlowResult
+from media.server.languages import LANGUAGES
 from media.server.pacer import Pacer
 from media.server.prompts import MissingPrompt, PromptSet
 from media.server.recording import RECORD_POLICIES, register_recording_actions, unsafe_directory
@@ -74,13 +82,15 @@ from media.server.refer import DEFAULT_TRANSFER_TIMEOUT
 from media.server.server_metrics import MediaServerCollector
 from media.server.ua import MediaServerUA
 
-__all__ = ["BUILTIN_FLOWS", "NAME", "MediaServer", "MediaServerSettings", "SettingsError"]
+__all__ = ["BUILTIN_FLOWS", "NAME", "MediaServer", "MediaServerSettings", "SettingsError",
+           "check_flow_languages", "open_prompt_sets"]
 
 NAME = "media_server"
 #: The flows shipped with the switch.
 BUILTIN_FLOWS = ("echo", "speaking_clock", "conference")
 DEFAULT_EXTENSIONS = {"*43": "echo", "*60": "speaking_clock"}
-_KEYS = {"enabled", "listen", "prompts", "language", "port_min", "port_max", "extensions",
+_KEYS = {"enabled", "listen", "prompts", "language", "languages", "tenant_languages",
+         "port_min", "port_max", "extensions",
          "flows", "media_address", "recordings", "record_policy", "conference_max",
          "conference_announce", "transfer_timeout"}
 
@@ -109,6 +119,25 @@ class MediaServerSettings:
         self.host, self.port = _address(self._take(table, "listen", str, "127.0.0.1:5070"))
         self.prompts = self._take(table, "prompts", str, "prompts")
         self.language = self._take(table, "language", str, "en")
+        self._known_language("language", self.language)
+        languages = self._take(table, "languages", list, [self.language])
+        self.languages: list[str] = []
+        for index, code in enumerate(languages):
+            if not isinstance(code, str):
+                raise SettingsError(f"plugins.{NAME}.languages[{index}]: expected a "
+                                    "language code")
+            self._known_language("languages", code)
+            if code not in self.languages:
+                self.languages.append(code)
+        if self.language not in self.languages:
+            self.languages.insert(0, self.language)
+        tenants = self._take(table, "tenant_languages", dict, {})
+        self.tenant_languages: dict[str, str] = {}
+        for domain, code in tenants.items():
+            if not isinstance(code, str) or code not in self.languages:
+                raise SettingsError(f"plugins.{NAME}.tenant_languages.{domain}: expected one "
+                                    f"of languages ({', '.join(self.languages)}), not {code!r}")
+            self.tenant_languages[domain.lower()] = code
         self.port_min = self._take(table, "port_min", int, 40000)
         self.port_max = self._take(table, "port_max", int, 40999)
         if not 0 < self.port_min < self.port_max <= 65535:
@@ -139,6 +168,13 @@ class MediaServerSettings:
             raise SettingsError(f"plugins.{NAME}.transfer_timeout: expected seconds "
                                 "(more than 0, at most 600)")
         self.transfer_timeout = float(timeout)
+
+    @staticmethod
+    def _known_language(key: str, code: str) -> None:
+        """@raise SettingsError: when C{code} has no language rules."""
+        if code not in LANGUAGES:
+            raise SettingsError(f"plugins.{NAME}.{key}: no prompt language {code!r} (known: "
+                                f"{', '.join(sorted(LANGUAGES))})")
 
     @staticmethod
     def _take(table: dict[str, Any], key: str, kind: type, default: Any) -> Any:
@@ -183,6 +219,47 @@ def load_flows(directory: str, actions: Any) -> dict[str, Flow]:
     return flows
 
 
+def open_prompt_sets(root: str, codes: list[str]) -> dict[str, PromptSet | None]:
+    """One L{PromptSet} per language of C{codes} under C{root} (each keeps
+    its own cache of decoded prompts); a language whose directory is
+    missing is logged and maps to C{None} (its prompts play as silence)."""
+    sets: dict[str, PromptSet | None] = {}
+    for code in codes:
+        try:
+            sets[code] = PromptSet.open(root, code)
+        except (MissingPrompt, KeyError) as error:
+            log.warn("media server: no prompts for {language} ({error}); its prompts play "
+                     "as silence", language=code, error=error)
+            sets[code] = None
+    return sets
+
+
+def check_flow_languages(flows: dict[str, Flow], languages: list[str]) -> None:
+    """Refuse a flow that sets the reserved variable C{language} to a
+    literal (or starts with one in its variables) that is not loaded; a
+    value built from variables is checked when it runs (a C{flow_error}).
+
+    @raise SettingsError: naming the flow and the node.
+    """
+    loaded = ", ".join(languages)
+    for flow in flows.values():
+        start = flow.variables.get(LANGUAGE_VARIABLE)
+        if start is not None and start not in languages:
+            raise SettingsError(f"plugins.{NAME}.flows: flow {flow.name!r}, variable "
+                                f"'{LANGUAGE_VARIABLE}': language {start!r} is not one of "
+                                f"languages ({loaded})")
+        for node in flow.nodes.values():
+            if not isinstance(node, SetNode) or node.variable != LANGUAGE_VARIABLE:
+                continue
+            if any(term.kind != "literal" for term in node.value):
+                continue
+            code = "".join(term.value for term in node.value)
+            if code not in languages:
+                raise SettingsError(f"plugins.{NAME}.flows: flow {flow.name!r}, node "
+                                    f"'{node.name}', field 'value': language {code!r} is not "
+                                    f"one of languages ({loaded})")
+
+
 class MediaServer:
     """The built-in plugin that runs the media server and routes to it.
 
@@ -219,12 +296,9 @@ class MediaServer:
             if name not in flows:
                 raise SettingsError(f"plugins.{NAME}.extensions.{number}: no flow named "
                                     f"{name!r} (one of {', '.join(sorted(flows))})")
-        try:
-            prompts: PromptSet | None = PromptSet.open(own.prompts, own.language)
-        except (MissingPrompt, KeyError) as error:
-            log.warn("media server: no prompts ({error}); prompts play as silence",
-                     error=error)
-            prompts = None
+        check_flow_languages(flows, own.languages)
+        languages = open_prompt_sets(own.prompts, own.languages)
+        prompts = languages[own.language]
         self._runs = Counter("b2bua_media_ivr_runs", "IVR flow runs of the media server, "
                              "by flow and outcome.", ["flow", "outcome"],
                              registry=services.metrics.registry)
@@ -236,7 +310,9 @@ class MediaServer:
                            record_policy=own.record_policy,
                            conference_max=own.conference_max,
                            conference_announce=own.conference_announce,
-                           transfer_timeout=own.transfer_timeout)
+                           transfer_timeout=own.transfer_timeout,
+                           languages=languages, language=own.language,
+                           tenant_languages=own.tenant_languages)
         try:
             ua.start()
         except Exception as error:

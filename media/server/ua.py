@@ -12,8 +12,11 @@ is C{sip:<flow>@127.0.0.1:<port>} (see C{media/server/plugin.py}).
     pool is exhausted) and the C{200} carries the answer, re-sent until
     the ACK (RFC 3261 13.3.1.4; no ACK in 64*T1: BYE).
   - B{ACK}: the flow starts (L{run_flow}) on a L{MediaCall}, with the
-    variables C{caller} (the From user), C{called} (the flow name) and
-    C{tenant} (the From host).
+    variables C{caller} (the From user), C{called} (the flow name),
+    C{tenant} (the From host) and C{language}: the tenant's language
+    (C{tenant_languages}, by From host, case-insensitive) or the default
+    language; a flow's C{set} of C{language} switches the call's prompt
+    set (C{languages}, one L{PromptSet} per code, each with its own cache).
   - B{In-dialog requests} (BYE, INFO, re-INVITE, UPDATE, OPTIONS, the
     NOTIFYs of a transfer) and the B{REFER} of a flow's C{transfer} node:
     L{media.server.ua_dialog} (L{InDialogRequests}, a base class of
@@ -95,6 +98,14 @@ MAX_ROOM_LIMIT = 1000
 STOPPING_REASON = 'Q.850;cause=41;text="media server stopping"'
 
 
+def _from_host(request: Request) -> str:
+    """The From host of a request (the tenant), C{""} when unparsable."""
+    try:
+        return request.from_.uri.host or ""
+    except (ParseError, AttributeError):
+        return ""
+
+
 class _ByeOwner:
     """The client transaction user of a BYE we sent: nothing to do but log."""
 
@@ -149,6 +160,9 @@ class MediaServerUA(InDialogRequests):
         conference_max: int = 0,
         conference_announce: bool = False,
         transfer_timeout: float = DEFAULT_TRANSFER_TIMEOUT,
+        languages: Mapping[str, PromptSet | None] | None = None,
+        language: str = "",
+        tenant_languages: Mapping[str, str] | None = None,
     ) -> None:
         """
         @param reactor: the clock and (for the RTP sessions and, without
@@ -178,8 +192,16 @@ class MediaServerUA(InDialogRequests):
             announced by a tone.
         @param transfer_timeout: seconds a transfer waits for its final
             status (a C{transfer} node's C{timeout} overrides it).
+        @param languages: every prompt set a call may use, by language code
+            (C{None}: that language's prompts are silence); default: just
+            C{prompts}.
+        @param language: the default language (default: that of C{prompts});
+            C{prompts} should be its set.
+        @param tenant_languages: a tenant's (From host's) own default
+            language, by tenant domain.
         @raise ValueError: for an unknown C{record_policy}, a negative
-            C{conference_max} or a C{transfer_timeout} that is not positive.
+            C{conference_max}, a C{transfer_timeout} that is not positive,
+            or a C{language} or tenant language not among C{languages}.
         """
         if record_policy not in RECORD_POLICIES:
             raise ValueError(f"record_policy must be one of {', '.join(RECORD_POLICIES)}, "
@@ -188,6 +210,16 @@ class MediaServerUA(InDialogRequests):
             raise ValueError(f"conference_max must be 0 (none) or more, not {conference_max}")
         if not transfer_timeout > 0:
             raise ValueError(f"transfer_timeout must be positive, not {transfer_timeout}")
+        if languages is None:
+            languages = {prompts.code: prompts} if prompts is not None else {}
+        self.languages: dict[str, PromptSet | None] = dict(languages)
+        self.language = language or (prompts.code if prompts is not None else "")
+        self.tenant_languages = {domain.lower(): code
+                                 for domain, code in (tenant_languages or {}).items()}
+        for code in (self.language, *self.tenant_languages.values()):
+            if code and code not in self.languages:
+                raise ValueError(f"language {code!r} is not one of the loaded languages "
+                                 f"({', '.join(sorted(self.languages)) or 'none'})")
         self.reactor = reactor
         self.listen_address = listen
         self.flows = dict(flows)
@@ -215,6 +247,11 @@ class MediaServerUA(InDialogRequests):
         #: transfers by how they ended (L{Referral.outcome}); C{bad_notify}
         #: counts NOTIFYs answered 400, 481 or 489.
         self.transfers: dict[str, int] = {}
+
+    def language_for(self, tenant: str) -> str:
+        """The language a call of C{tenant} (a From host) starts in: the
+        tenant's own, else the default (C{""} when no language is loaded)."""
+        return self.tenant_languages.get(tenant.lower(), self.language)
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -338,11 +375,14 @@ class MediaServerUA(InDialogRequests):
         if self.recordings_directory is not None:
             recordings = CallRecordings(self.reactor, self.recordings_directory,
                                         request.call_id)
+        tenant = _from_host(request)
+        language = self.language_for(tenant)
         media = MediaCall(self.reactor, self.prompts, telephone_event=result.telephone_event
                           is not None, end=lambda reason: self._end(call, reason),
                           missing=self.missing_prompts, tz=self.tz, label=request.call_id,
                           recordings=recordings, conferences=self.conferences,
-                          refer=lambda target, timeout: self._refer(call, target, timeout))
+                          refer=lambda target, timeout: self._refer(call, target, timeout),
+                          languages=self.languages, language=language)
         answer = result.answer.to_bytes()
         call = AnsweredCall(key, flow, request, dialog, rtp, port, origin, media, answer,
                             room=room)
@@ -350,9 +390,11 @@ class MediaServerUA(InDialogRequests):
             self._join_adhoc(call, room, request.uri)
         try:
             call.variables = {"caller": request.from_.uri.user_unescaped or "",
-                              "called": name, "tenant": request.from_.uri.host or ""}
+                              "called": name, "tenant": tenant}
         except (ParseError, AttributeError):
             call.variables = {"called": name}
+        if language:
+            call.variables["language"] = language
         rtp.source = media.next_frame
         rtp.on_audio = media.audio_received
         rtp.on_event = media.event_received

@@ -14,7 +14,11 @@ Decisions:
   - B{Missing prompts} never fail a call: a prompt the set lacks (or the
     whole set missing) plays L{MISSING_PROMPT_MS} of silence instead, and
     is logged once per prompt name per user agent (the C{missing} set is
-    shared).
+    shared; with several languages loaded the key is C{<code>/<name>}).
+  - B{Language}: the call plays from one of the user agent's prompt sets
+    (C{languages}, by code); L{set_language} (the flow's C{language}
+    variable) switches set and number/date/duration rules for every later
+    prompt; a prompt already playing finishes in its language.
   - B{Digits while nothing waits} for them (between two nodes, or after a
     prompt without barge-in ended) are kept, up to L{MAX_BUFFERED_DIGITS},
     for the next C{collect}; a C{play} drops them (as the interpreter drops
@@ -47,7 +51,7 @@ from __future__ import annotations
 
 import datetime
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail
@@ -67,6 +71,7 @@ from media.server.ivr_session import (
     SayDuration,
     SayNumber,
     TransferFailed,
+    UnknownLanguage,
 )
 from media.server.pcm import FRAME_BYTES, RATE
 from media.server.prompts import MissingPrompt, Player, PromptSet
@@ -132,6 +137,8 @@ class MediaCall:
         recordings: CallRecordings | None = None,
         conferences: Conferences | None = None,
         refer: Callable[[str, float | None], Deferred[None]] | None = None,
+        languages: Mapping[str, PromptSet | None] | None = None,
+        language: str = "",
     ) -> None:
         """
         @param clock: the reactor's clock (collect timeouts, C{now}).
@@ -153,9 +160,21 @@ class MediaCall:
         @param refer: C{refer(target, timeout)} asks the peer to transfer
             the caller (see L{transfer}); C{None}: a transfer ends the call
             with a BYE naming the target.
+        @param languages: the prompt sets the call may switch to, by
+            language code (C{None} for a language whose directory is
+            missing: its prompts are silence); default: just C{prompts}.
+        @param language: the language to start in (one of C{languages});
+            default: that of C{prompts}.
+        @raise UnknownLanguage: for a C{language} not among C{languages}.
         """
         self._clock = clock
         self._prompts = prompts
+        if languages is None:
+            languages = {prompts.code: prompts} if prompts is not None else {}
+        self._languages: dict[str, PromptSet | None] = dict(languages)
+        self.language = prompts.code if prompts is not None else ""
+        if language:
+            self.set_language(language)
         self._end = end
         self._missing = missing if missing is not None else set()
         self._tz = tz
@@ -245,6 +264,19 @@ class MediaCall:
         self._buffer.append(digit)
 
     # -- the Session protocol ---------------------------------------------------------
+
+    def set_language(self, code: str) -> None:
+        """Play every later prompt from the prompt set of language C{code}
+        (see L{media.server.ivr_session.LanguageSession}).
+
+        @raise UnknownLanguage: when C{code} is not one of the loaded
+            languages.
+        """
+        if code not in self._languages:
+            loaded = ", ".join(sorted(self._languages)) or "none"
+            raise UnknownLanguage(f"language {code!r} is not loaded (loaded: {loaded})")
+        self._prompts = self._languages[code]
+        self.language = code
 
     def play(self, prompts: Sequence[PromptItem], barge_in: bool) -> Deferred[str | None]:
         """Play the prompts into the call (see L{Session.play})."""
@@ -531,8 +563,9 @@ class MediaCall:
                 problem = str(error)
         else:
             problem = "no prompt set could be opened"
-        if name not in self._missing:
-            self._missing.add(name)
+        key = name if len(self._languages) <= 1 else f"{self.language}/{name}"
+        if key not in self._missing:
+            self._missing.add(key)
             self.log.warn("media server: prompt {name} cannot be played ({problem}); "
                           "playing silence instead", name=name, problem=problem)
         return _SILENCE
