@@ -42,8 +42,10 @@ cancels the new call.  C{b2bua_call_ended} fires once for each call.
 
 The new call and its transferee leg are in L{b2bua.core.transfer_call},
 the re-INVITE exchanges after the answer in L{b2bua.core.transfer_reinvite},
-who may transfer and who pays in L{b2bua.core.transfer_policy}; the names
-of the first two are importable from here too.  See C{docs/transfer.md}.
+who may transfer and who pays in L{b2bua.core.transfer_policy}, the answer
+to the REFER and the NOTIFYs (attended transfers' too) in
+L{b2bua.core.transfer_notify}; the names of the first two are importable
+from here too.  See C{docs/transfer.md}.
 """
 
 from __future__ import annotations
@@ -56,15 +58,9 @@ from b2bua.core.call import Call
 from b2bua.core.decisions import Reject
 from b2bua.core.hooks import HookFailed
 from b2bua.core.leg import ServerLeg
-from b2bua.core.transfer_attended import (
-    SIPFRAG,
-    SUBSCRIPTION_SECONDS,
-    BadReplaces,
-    Replaces,
-    attended_refer,
-    parse_replaces,
-)
+from b2bua.core.transfer_attended import BadReplaces, Replaces, attended_refer, parse_replaces
 from b2bua.core.transfer_call import TransferCall, TransfereeLeg
+from b2bua.core.transfer_notify import SIPFRAG, notify_referrer, respond
 from b2bua.core.transfer_policy import (
     TRANSFERS,
     Party,
@@ -74,7 +70,7 @@ from b2bua.core.transfer_policy import (
 from b2bua.core.transfer_reinvite import ack_answer, late_answer, update_target
 from b2bua.sip.errors import ParseError
 from b2bua.sip.headers import NameAddress, parse_name_addr
-from b2bua.sip.message import Request, Response, make_response
+from b2bua.sip.message import Request, Response
 from b2bua.sip.uri import URI
 
 if TYPE_CHECKING:
@@ -162,13 +158,6 @@ def parse_refer_to(request: Request, attended: bool = False) -> URI:
     return target
 
 
-def _respond(call: Call, transaction: Any, request: Request, code: int,
-             reason: str | None = None) -> None:
-    response = make_response(request, code, reason)
-    call.context.stamp_response(response)
-    transaction.respond(response)
-
-
 def _count(call: Call, result: str) -> None:
     """Count a step of a transfer in C{b2bua_calls_transferred_total}."""
     call.context.metrics.call_transferred(result)
@@ -182,7 +171,7 @@ def refer_received(call: Call, leg: Leg, request: Request, transaction: Any) -> 
     if not getattr(settings, "transfer", True):
         context.metrics.request_rejected("forbidden")
         _count(call, "refused_policy")
-        _respond(call, transaction, request, 403, "Call transfer disabled")
+        respond(call, transaction, request, 403, "Call transfer disabled")
         return
     try:
         replaces = refer_replaces(request)
@@ -190,7 +179,7 @@ def refer_received(call: Call, leg: Leg, request: Request, transaction: Any) -> 
     except BadReferTo as error:
         context.metrics.request_rejected("malformed" if error.code == 400 else "other")
         _count(call, "refused_invalid")
-        _respond(call, transaction, request, error.code, error.reason)
+        respond(call, transaction, request, error.code, error.reason)
         return
     if replaces is not None:
         attended_refer(call, leg, request, transaction, target, replaces,
@@ -199,7 +188,7 @@ def refer_received(call: Call, leg: Leg, request: Request, transaction: Any) -> 
     transferee = call.relay.other(leg)
     if transferee is None or transferee.ended or leg.ended:
         _count(call, "refused_other")
-        _respond(call, transaction, request, 481)
+        respond(call, transaction, request, 481)
         return
     try:
         payer = transfer_payer(call, leg, getattr(settings, "max_transfers", MAX_TRANSFERS))
@@ -208,11 +197,11 @@ def refer_received(call: Call, leg: Leg, request: Request, transaction: Any) -> 
                  call_id=call.id, role=getattr(leg, "role", ""))
         context.metrics.request_rejected("forbidden")
         _count(call, refused.result)
-        _respond(call, transaction, request, refused.code, refused.reason)
+        respond(call, transaction, request, refused.code, refused.reason)
         return
     if call.transfer is not None or call.relay.exchange is not None:
         _count(call, "refused_other")
-        _respond(call, transaction, request, 491, "Request Pending")
+        respond(call, transaction, request, 491, "Request Pending")
         return
     transfer = Transfer(call, leg, transferee, request, target, payer)
     call.transfer = transfer
@@ -273,7 +262,7 @@ class Transfer:
         if self.call.transfer is self:
             self.call.transfer = None
         if request is not None:
-            _respond(self.call, transaction, request, code, reason)
+            respond(self.call, transaction, request, code, reason)
 
     def _authorized(self, answer: Reject | URI | None, transaction: Any) -> None:
         call = self.call
@@ -289,7 +278,7 @@ class Transfer:
         request = self.request
         self.request = None  # the REFER is not needed any more
         assert request is not None
-        _respond(call, transaction, request, 202, "Accepted")
+        respond(call, transaction, request, 202, "Accepted")
         _count(call, "accepted")
         call.data[TRANSFERS] = int(call.data.get(TRANSFERS, 0)) + 1
         self.state = "trying"
@@ -335,22 +324,7 @@ class Transfer:
                 then: Any = None) -> None:
         """Tell the referrer how the transfer goes; C{then()} once the NOTIFY
         got its final response, failed, or could not be sent."""
-        done = then or (lambda: None)
-        leg = self.referrer
-        if leg.ended:
-            done()
-            return
-        state = "terminated;reason=noresource" if final else \
-            f"active;expires={SUBSCRIPTION_SECONDS}"
-        text = reason or Response(code).reason
-        body = f"SIP/2.0 {code} {text}\r\n".encode()
-        sent = leg.send_in_dialog(
-            "NOTIFY", body, SIPFRAG,
-            [("Event", self.event), ("Subscription-State", state)],
-            on_response=lambda r: r.code >= 200 and done(),
-            on_failure=lambda e: done())
-        if sent is None:
-            done()
+        notify_referrer(self.referrer, self.event, code, reason, final, then)
 
     # -- events --------------------------------------------------------------------
 

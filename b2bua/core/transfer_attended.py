@@ -48,6 +48,7 @@ from b2bua.core.call import CallState
 from b2bua.core.decisions import Reject
 from b2bua.core.hooks import HookFailed
 from b2bua.core.leg import ServerLeg
+from b2bua.core.transfer_notify import notify_referrer, respond
 from b2bua.core.transfer_policy import (
     TRANSFERS,
     Party,
@@ -60,7 +61,7 @@ from b2bua.core.transfer_policy import (
 from b2bua.core.transfer_reinvite import ack_answer, update_target
 from b2bua.sip.dialog import DialogId
 from b2bua.sip.interfaces import Source
-from b2bua.sip.message import Request, Response, make_response
+from b2bua.sip.message import Request, Response
 
 if TYPE_CHECKING:
     from twisted.python.failure import Failure
@@ -73,11 +74,6 @@ __all__ = ["Join", "JoinedLeg", "Replaces", "attended_refer", "find_leg", "parse
 
 log = Logger()
 
-#: Content-Type of the NOTIFY bodies (RFC 3420), blind transfers' too
-SIPFRAG = "message/sipfrag;version=2.0"
-#: seconds the implicit subscription of a REFER lasts (refreshed by no one:
-#: the final NOTIFY always comes before, bounded by the hunt's timeouts)
-SUBSCRIPTION_SECONDS = 180
 #: the reason phrase of a Replaces naming no leg of the referrer's
 NOT_YOURS = "Replaces does not name a call of yours"
 _NOWHERE = Source("UDP", ("0.0.0.0", 0), ("0.0.0.0", 0))
@@ -126,13 +122,6 @@ def parse_replaces(uri: URI) -> Replaces | None:
     return None
 
 
-def _respond(call: Call, transaction: Any, request: Request, code: int,
-             reason: str | None = None) -> None:
-    response = make_response(request, code, reason)
-    call.context.stamp_response(response)
-    transaction.respond(response)
-
-
 def _party(call: Call, leg: Leg) -> Party | None:
     """Whom C{leg} of C{call} calls as (L{b2bua.core.transfer_policy})."""
     return caller_party(call) if leg is call.a_leg else callee_party(leg)
@@ -167,14 +156,14 @@ def attended_refer(call: Call, leg: Leg, request: Request, transaction: Any,
     transferee = call.relay.other(leg)
     if transferee is None or transferee.ended or leg.ended:
         metrics.call_transferred("refused_other")
-        _respond(call, transaction, request, 481)
+        respond(call, transaction, request, 481)
         return
     try:
         payer = transfer_payer(call, leg, max_transfers)
     except TransferRefused as refused:
         metrics.request_rejected("forbidden")
         metrics.call_transferred(refused.result)
-        _respond(call, transaction, request, refused.code, refused.reason)
+        respond(call, transaction, request, refused.code, refused.reason)
         return
     replaced = find_leg(context, replaces)
     second = replaced.call if replaced is not None else None
@@ -184,37 +173,37 @@ def attended_refer(call: Call, leg: Leg, request: Request, transaction: Any,
                  "(call {call_id})", call_id=call.id)
         metrics.request_rejected("forbidden")
         metrics.call_transferred("refused_policy")
-        _respond(call, transaction, request, 403, NOT_YOURS)
+        respond(call, transaction, request, 403, NOT_YOURS)
         return
     if (call.tenant or "").lower() != (second.tenant or "").lower():
         metrics.request_rejected("forbidden")
         metrics.call_transferred("refused_policy")
-        _respond(call, transaction, request, 403, "Calls of different tenants")
+        respond(call, transaction, request, 403, "Calls of different tenants")
         return
     if transfers_made(second) >= max_transfers:
         metrics.request_rejected("forbidden")
         metrics.call_transferred("refused_limit")
-        _respond(call, transaction, request, 403, "Transfer limit reached")
+        respond(call, transaction, request, 403, "Transfer limit reached")
         return
     if CallState.RELEASING in (call.state, second.state):
         metrics.call_transferred("refused_other")
-        _respond(call, transaction, request, 481)
+        respond(call, transaction, request, 481)
         return
     other = second.relay.other(replaced)
     if not second.is_answered or other is None or other.ended:
         metrics.call_transferred("refused_invalid")
-        _respond(call, transaction, request, 501,
+        respond(call, transaction, request, 501,
                  "Attended transfer to an unanswered call not supported")
         return
     if _outside(call, transferee) and _outside(second, other):
         metrics.request_rejected("forbidden")
         metrics.call_transferred("refused_policy")
-        _respond(call, transaction, request, 403, "Transfer would join two outside calls")
+        respond(call, transaction, request, 403, "Transfer would join two outside calls")
         return
     if (call.transfer is not None or call.relay.exchange is not None
             or second.transfer is not None or second.relay.exchange is not None):
         metrics.call_transferred("refused_other")
-        _respond(call, transaction, request, 491, "Request Pending")
+        respond(call, transaction, request, 491, "Request Pending")
         return
     join = Join(call, leg, transferee, second, replaced, other, request)
     call.transfer = second.transfer = join
@@ -312,7 +301,7 @@ class Join:
         self._release_calls()
         request, self.request = self.request, None
         if request is not None:
-            _respond(self.call, transaction, request, code, reason)
+            respond(self.call, transaction, request, code, reason)
 
     def _gone(self, referrer: bool = True) -> bool:
         """A party the join needs left (B too unless C{referrer} is false:
@@ -333,7 +322,7 @@ class Join:
             return
         request, self.request = self.request, None
         assert request is not None
-        _respond(self.call, transaction, request, 202, "Accepted")
+        respond(self.call, transaction, request, 202, "Accepted")
         self.call.context.metrics.call_transferred("accepted")
         self.call.relay.exchange = self.second.relay.exchange = self  # type: ignore[assignment]
         self.state = "reinviting"
@@ -343,21 +332,7 @@ class Join:
     # -- NOTIFY ----------------------------------------------------------------
 
     def _notify(self, code: int, reason: str | None, final: bool, then: Any = None) -> None:
-        done = then or (lambda: None)
-        leg = self.referrer
-        if leg.ended:
-            done()
-            return
-        state = "terminated;reason=noresource" if final else \
-            f"active;expires={SUBSCRIPTION_SECONDS}"
-        body = f"SIP/2.0 {code} {reason or Response(code).reason}\r\n".encode()
-        sent = leg.send_in_dialog(
-            "NOTIFY", body, SIPFRAG,
-            [("Event", self.event), ("Subscription-State", state)],
-            on_response=lambda r: r.code >= 200 and done(),
-            on_failure=lambda e: done())
-        if sent is None:
-            done()
+        notify_referrer(self.referrer, self.event, code, reason, final, then)
 
     # -- the exchanges -----------------------------------------------------------
 

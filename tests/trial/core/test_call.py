@@ -23,14 +23,28 @@ from b2bua.sip.message import Request, Response
 from b2bua.testing import Phone, PhoneCall, SwitchHarness, sdp_direction
 
 
-class Recorder:
+class StateRecorder:
+    """A plugin that records the calls' state changes in C{states}; a base
+    of the test recorders (this module's, the transfer tests')."""
+
+    def __init__(self) -> None:
+        self.states: list[tuple[CallState, CallState]] = []
+
+    @hookimpl
+    def b2bua_call_state_changed(self, call: Call, previous: CallState,
+                                 current: CallState) -> None:
+        """Record."""
+        self.states.append((previous, current))
+
+
+class Recorder(StateRecorder):
     """A plugin that records every notification, and rejects or limits
     calls when told to."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.events: list[tuple[str, Any]] = []
         self.ended: list[tuple[Call, CallRecord]] = []
-        self.states: list[tuple[CallState, CallState]] = []
         self.reject: Reject | None = None
         self.limit: tuple[float, float | None] | None = None
 
@@ -44,12 +58,6 @@ class Recorder:
         """Reject when told to."""
         self.events.append(("authorize", call.id))
         return self.reject
-
-    @hookimpl
-    def b2bua_call_state_changed(self, call: Call, previous: CallState,
-                                 current: CallState) -> None:
-        """Record."""
-        self.states.append((previous, current))
 
     @hookimpl
     def b2bua_call_answered(self, call: Call, leg: Any, answered_at: float) -> None:

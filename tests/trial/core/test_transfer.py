@@ -25,6 +25,7 @@ from b2bua.sip.errors import TransportError
 from b2bua.sip.message import Request, Response
 from b2bua.sip.uri import URI, parse_uri
 from b2bua.testing import Phone, PhoneCall, SwitchHarness, sdp_offer
+from tests.trial.core.test_call import StateRecorder
 
 CAROL = "<sip:1002@127.0.0.1>"
 
@@ -34,15 +35,15 @@ def media_lines(body: bytes) -> list[bytes]:
     return [line for line in body.splitlines() if not line.startswith(b"o=")]
 
 
-class Recorder:
+class Recorder(StateRecorder):
     """Records the calls' hooks; refuses or rewrites transfers when told."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.received: list[tuple[Call, Request]] = []
         self.authorized: list[tuple[Call, Request]] = []
         self.answered: list[Call] = []
         self.ended: list[tuple[Call, CallRecord]] = []
-        self.states: list[tuple[CallState, CallState]] = []
         self.transfers: list[tuple[Call, Any, URI]] = []
         self.transfer_answer: Any = None
 
@@ -55,12 +56,6 @@ class Recorder:
     def b2bua_authorize_call(self, call: Call, request: Request) -> None:
         """Record."""
         self.authorized.append((call, request))
-
-    @hookimpl
-    def b2bua_call_state_changed(self, call: Call, previous: CallState,
-                                 current: CallState) -> None:
-        """Record."""
-        self.states.append((previous, current))
 
     @hookimpl
     def b2bua_call_answered(self, call: Call, leg: Any, answered_at: float) -> None:

@@ -9,35 +9,14 @@ call ends.
 
 from __future__ import annotations
 
-from twisted.trial.unittest import SynchronousTestCase
-
-from b2bua.testing import SwitchHarness
-from media.backend import RelayBackend
-from media.plugin import NAME, MediaAnchor
-from media.rtp import rtp_packet
 from tests.trial.core.test_transfer_attended import replaces_uri
-from tests.trial.media.support import FakeUDPReactor
+from tests.trial.core.test_transfer_media import RELAY, AnchoredPhonesCase
 from tests.trial.media.test_plugin import media_of
 
-RELAY = "198.51.100.1"
 
-
-class AnchoredAttendedTransferTests(SynchronousTestCase):
+class AnchoredAttendedTransferTests(AnchoredPhonesCase):
     """Alice calls bob, bob calls carol, all through the relay; bob joins
     alice and carol."""
-
-    def setUp(self) -> None:
-        """A switch with the relay, and the three phones."""
-        self.reactor = FakeUDPReactor()
-        self.backend = RelayBackend(self.reactor, interface=RELAY, port_range=(40000, 40099),
-                                    media_timeout=None, on_dead=lambda call_id: None,
-                                    clock=self.reactor)
-        self.h = SwitchHarness({NAME: MediaAnchor(self.backend)}, clock=self.reactor)
-        self.backend.start()
-        self.addCleanup(self.backend.stop)
-        self.alice = self.h.register("1000")
-        self.bob = self.h.register("1001")
-        self.carol = self.h.register("1002")
 
     def test_media_relayed_after_join(self) -> None:
         """Alice is re-INVITEd to the second call's relay port, and RTP
@@ -57,16 +36,7 @@ class AnchoredAttendedTransferTests(SynchronousTestCase):
         to_alice, to_carol = media_of(call.remote_sdp), media_of(carol_side.remote_sdp)
         self.assertEqual((to_alice[0], to_carol[0]), (RELAY, RELAY))
         self.assertLess(self.backend.stats().ports_in_use, ports_before)  # the first call's
-        alice_media, carol_media = media_of(call.local_sdp), media_of(carol_side.local_sdp)
-        self.reactor.take()
-        for seq in range(4):
-            self.reactor.deliver(to_alice[1], rtp_packet(0, seq, seq * 160, 0xA11CE, b"x" * 160),
-                                 alice_media)
-            self.reactor.deliver(to_carol[1], rtp_packet(0, seq, seq * 160, 0xCA201, b"y" * 160),
-                                 carol_media)
-        sent = self.reactor.take()
-        self.assertEqual(sum(1 for s in sent if s.destination == carol_media), 4)
-        self.assertEqual(sum(1 for s in sent if s.destination == alice_media), 4)
+        self.assert_rtp_crosses(call, carol_side, to_alice, to_carol)
         call.hangup()
         self.h.settle()
         self.assertEqual(carol_side.state, "terminated")

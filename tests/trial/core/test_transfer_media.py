@@ -10,18 +10,19 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from b2bua.testing import SwitchHarness
+from b2bua.testing import PhoneCall, SwitchHarness
 from media.backend import RelayBackend
 from media.plugin import NAME, MediaAnchor
-from media.rtp import rtp_packet
 from tests.trial.media.support import FakeUDPReactor
-from tests.trial.media.test_plugin import media_of
+from tests.trial.media.test_plugin import media_of, rtp_both_ways
 
 RELAY = "198.51.100.1"
 
 
-class AnchoredTransferTests(SynchronousTestCase):
-    """Alice calls bob through the relay; bob transfers alice to carol."""
+class AnchoredPhonesCase(SynchronousTestCase):
+    """A switch with the media anchored in the relay (on a fake UDP reactor
+    that is also its clock), and three phones: alice (1000), bob (1001),
+    carol (1002).  Shared by the transfer tests with the relay."""
 
     def setUp(self) -> None:
         """A switch with the relay, and the three phones."""
@@ -35,6 +36,21 @@ class AnchoredTransferTests(SynchronousTestCase):
         self.alice = self.h.register("1000")
         self.bob = self.h.register("1001")
         self.carol = self.h.register("1002")
+
+    def assert_rtp_crosses(self, call: PhoneCall, carol_side: PhoneCall,
+                           to_alice: tuple[str, int], to_carol: tuple[str, int]) -> None:
+        """Alice (in C{call}) and carol (C{carol_side}) each send four RTP
+        packets to the relay (C{to_alice}, C{to_carol}: the addresses
+        their SDPs were given): each gets the other's four."""
+        alice_media, carol_media = media_of(call.local_sdp), media_of(carol_side.local_sdp)
+        sent = rtp_both_ways(self.reactor, to_alice, alice_media, to_carol, carol_media, 4,
+                             0xCA201)
+        self.assertEqual(sum(1 for s in sent if s.destination == carol_media), 4)
+        self.assertEqual(sum(1 for s in sent if s.destination == alice_media), 4)
+
+
+class AnchoredTransferTests(AnchoredPhonesCase):
+    """Alice calls bob through the relay; bob transfers alice to carol."""
 
     def test_media_relayed_after_transfer(self) -> None:
         """Carol is offered the relay, alice is re-INVITEd to a new relay
@@ -52,16 +68,7 @@ class AnchoredTransferTests(SynchronousTestCase):
         to_carol, to_alice = media_of(carol_side.invite.body), media_of(call.remote_sdp)
         self.assertEqual((to_carol[0], to_alice[0]), (RELAY, RELAY))
         self.assertNotEqual(to_alice, before)
-        alice_media, carol_media = media_of(call.local_sdp), media_of(carol_side.local_sdp)
-        self.reactor.take()
-        for seq in range(4):
-            self.reactor.deliver(to_alice[1], rtp_packet(0, seq, seq * 160, 0xA11CE, b"x" * 160),
-                                 alice_media)
-            self.reactor.deliver(to_carol[1], rtp_packet(0, seq, seq * 160, 0xCA201, b"y" * 160),
-                                 carol_media)
-        sent = self.reactor.take()
-        self.assertEqual(sum(1 for s in sent if s.destination == carol_media), 4)
-        self.assertEqual(sum(1 for s in sent if s.destination == alice_media), 4)
+        self.assert_rtp_crosses(call, carol_side, to_alice, to_carol)
         call.hangup()
         self.h.settle()
         self.assertEqual(self.backend.stats().ports_in_use, 0)

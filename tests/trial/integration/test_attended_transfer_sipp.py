@@ -28,39 +28,24 @@ import os
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
-from twisted.trial import unittest
 
 from tests.trial.integration.sipp import (
-    SWITCH_CONFIG,
     SippResult,
-    SwitchProcessMixin,
     cdr_disconnects,
     free_port,
-    register_contact,
     run_sipp,
     run_sipp_uas,
     scenario,
     wait_for_port,
 )
+from tests.trial.integration.transfer_switch import TIMEOUT, TransferSwitchCase
 
-TIMEOUT = 25.0
 
-
-class AttendedTransferWithSippTests(SwitchProcessMixin, unittest.TestCase):
+class AttendedTransferWithSippTests(TransferSwitchCase):
     """A sipp callee consults a third sipp phone, then joins its caller
     with it."""
 
-    timeout = 90
-
-    def setUp(self) -> Deferred[object]:
-        """Seed the demo tenant, start the switch, wait for its SIP port."""
-        return ensureDeferred(self.start_demo_switch(SWITCH_CONFIG, prefix="b2bua-attxfer-"))
-
-    async def register(self, user: str, port: int) -> None:
-        """Register a contact at C{port} for extension C{user}."""
-        result = await register_contact(reactor, self.target, user, port, timeout=TIMEOUT,
-                                        sipp=self.sipp)
-        self.assertTrue(result.ok, result.describe())
+    prefix = "b2bua-attxfer-"
 
     async def _transfer(self) -> None:
         b_port, c_port = free_port("udp"), free_port("udp")
@@ -79,9 +64,7 @@ class AttendedTransferWithSippTests(SwitchProcessMixin, unittest.TestCase):
             for phone in started:
                 if not phone.called:
                     await DeferredList([phone], consumeErrors=True)
-        failed = [f"{who}: {result.describe()}" for who, result in results.items()
-                  if not result.ok]
-        self.assertEqual(failed, [], "\n".join(failed) + "\n" + self.output[-4000:])
+        self.assert_all_ok(results)
         # two CDRs: A to B ended by the transfer, B to C (A's now) ended by A
         await self.stop_switch()
         self.assertEqual(
@@ -93,10 +76,7 @@ class AttendedTransferWithSippTests(SwitchProcessMixin, unittest.TestCase):
                       started: list[Deferred[SippResult]]) -> dict[str, SippResult]:
         """Start C, B2 (the 3PCC slave), B1 (the master), then A; their
         results by role."""
-        target = run_sipp_uas(
-            reactor, scenario("uas_answer.xml"), c_port, "u1",
-            ["-mp", str(free_port("udp"))],
-            timeout=TIMEOUT, recv_timeout=10.0, sipp=self.sipp)
+        target = self.answering_phone(c_port)
         started.append(target)
         await wait_for_port(reactor, c_port, "udp", ended=target)
         consult = run_sipp(
@@ -113,11 +93,7 @@ class AttendedTransferWithSippTests(SwitchProcessMixin, unittest.TestCase):
             timeout=TIMEOUT, recv_timeout=10.0, sipp=self.sipp)
         started.append(transferor)
         await wait_for_port(reactor, b_port, "udp", ended=transferor)
-        caller = run_sipp(
-            reactor, scenario("uac_transferred.xml"), self.target, "u1",
-            ["-s", "1001", "-au", "1000", "-ap", "1234", "-set", "caller", "1000",
-             "-d", "1000", "-mp", str(free_port("udp"))],
-            timeout=TIMEOUT, recv_timeout=10.0, sipp=self.sipp)
+        caller = self.transferred_caller("1001")
         started.append(caller)
         return {"A (transferee)": await caller, "B1 (transferor)": await transferor,
                 "B2 (consultation)": await consult, "C (target)": await target}

@@ -30,22 +30,18 @@ from tests.trial.integration.sipp import (
     SWITCH_CONFIG,
     cdr_disconnects,
     free_port,
-    register_contact,
-    run_sipp,
-    run_sipp_uas,
-    scenario,
     wait_for_port,
 )
 from tests.trial.integration.test_media_server_sipp import MediaServerCase
+from tests.trial.integration.transfer_switch import TransferPhones
 
-TIMEOUT = 25.0
 EXTENSION = "7125"
 
 CONFIG = SWITCH_CONFIG + MEDIA_SERVER_CONFIG + '''extensions = {{ "{extension}" = "transfer_to_1002" }}
 '''
 
 
-class MediaTransferWithSippTests(MediaServerCase):
+class MediaTransferWithSippTests(TransferPhones, MediaServerCase):
     """An IVR flow transfers a sipp caller to a registered sipp phone."""
 
     timeout = 90
@@ -54,23 +50,11 @@ class MediaTransferWithSippTests(MediaServerCase):
 
     async def _transfer(self) -> None:
         c_port = free_port("udp")
-        registered = await register_contact(reactor, self.target, "1002", c_port,
-                                            timeout=TIMEOUT, sipp=self.sipp)
-        self.assertTrue(registered.ok, registered.describe())
-        target = run_sipp_uas(
-            reactor, scenario("uas_answer.xml"), c_port, "u1",
-            ["-d", "200", "-mp", str(free_port("udp"))],
-            timeout=TIMEOUT, recv_timeout=10.0, sipp=self.sipp)
+        await self.register("1002", c_port)
+        target = self.answering_phone(c_port, "-d", "200")
         await wait_for_port(reactor, c_port, "udp", ended=target)
-        caller = await run_sipp(
-            reactor, scenario("uac_transferred.xml"), self.target, "u1",
-            ["-s", EXTENSION, "-au", "1000", "-ap", "1234", "-set", "caller", "1000",
-             "-d", "1000", "-mp", str(free_port("udp"))],
-            timeout=TIMEOUT, recv_timeout=10.0, sipp=self.sipp)
-        results = {"A (caller)": caller, "C (target)": await target}
-        failed = [f"{who}: {result.describe()}" for who, result in results.items()
-                  if not result.ok]
-        self.assertEqual(failed, [], "\n".join(failed) + "\n" + self.output[-4000:])
+        caller = await self.transferred_caller(EXTENSION)
+        self.assert_all_ok({"A (caller)": caller, "C (target)": await target})
         await self.stop_switch()
         log = self.output
         self.assertIn("REFER to sip:1002@127.0.0.1", log)

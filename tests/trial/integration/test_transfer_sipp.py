@@ -21,38 +21,22 @@ talks to 127.0.0.1 only.
 from __future__ import annotations
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.trial import unittest
+from twisted.internet.defer import ensureDeferred
 
 from tests.trial.integration.sipp import (
-    SWITCH_CONFIG,
-    SwitchProcessMixin,
     cdr_disconnects,
     free_port,
-    register_contact,
-    run_sipp,
     run_sipp_uas,
     scenario,
     wait_for_port,
 )
+from tests.trial.integration.transfer_switch import TIMEOUT, TransferSwitchCase
 
-TIMEOUT = 25.0
 
-
-class TransferWithSippTests(SwitchProcessMixin, unittest.TestCase):
+class TransferWithSippTests(TransferSwitchCase):
     """A sipp callee transfers its sipp caller to a third sipp phone."""
 
-    timeout = 90
-
-    def setUp(self) -> Deferred[object]:
-        """Seed the demo tenant, start the switch, wait for its SIP port."""
-        return ensureDeferred(self.start_demo_switch(SWITCH_CONFIG, prefix="b2bua-xfer-"))
-
-    async def register(self, user: str, port: int) -> None:
-        """Register a contact at C{port} for extension C{user}."""
-        result = await register_contact(reactor, self.target, user, port, timeout=TIMEOUT,
-                                        sipp=self.sipp)
-        self.assertTrue(result.ok, result.describe())
+    prefix = "b2bua-xfer-"
 
     async def _transfer(self) -> None:
         b_port, c_port = free_port("udp"), free_port("udp")
@@ -62,22 +46,12 @@ class TransferWithSippTests(SwitchProcessMixin, unittest.TestCase):
             reactor, scenario("uas_refer.xml"), b_port, "u1",
             ["-d", "500", "-set", "target", "sip:1002@127.0.0.1", "-mp", str(free_port("udp"))],
             timeout=TIMEOUT, sipp=self.sipp)
-        target = run_sipp_uas(
-            reactor, scenario("uas_answer.xml"), c_port, "u1",
-            ["-d", "200", "-mp", str(free_port("udp"))],
-            timeout=TIMEOUT, recv_timeout=10.0, sipp=self.sipp)
+        target = self.answering_phone(c_port, "-d", "200")
         await wait_for_port(reactor, b_port, "udp", ended=transferor)
         await wait_for_port(reactor, c_port, "udp", ended=target)
-        caller = await run_sipp(
-            reactor, scenario("uac_transferred.xml"), self.target, "u1",
-            ["-s", "1001", "-au", "1000", "-ap", "1234", "-set", "caller", "1000",
-             "-d", "1000", "-mp", str(free_port("udp"))],
-            timeout=TIMEOUT, recv_timeout=10.0, sipp=self.sipp)
-        results = {"A (transferee)": caller, "B (transferor)": await transferor,
-                   "C (target)": await target}
-        failed = [f"{who}: {result.describe()}" for who, result in results.items()
-                  if not result.ok]
-        self.assertEqual(failed, [], "\n".join(failed) + "\n" + self.output[-4000:])
+        caller = await self.transferred_caller("1001")
+        self.assert_all_ok({"A (transferee)": caller, "B (transferor)": await transferor,
+                            "C (target)": await target})
         # two CDRs: A to B ended by the transfer, then A to C ended by A
         await self.stop_switch()
         self.assertEqual(

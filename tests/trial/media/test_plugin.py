@@ -14,7 +14,7 @@ from b2bua.testing import SwitchHarness
 from media.backend import RelayBackend
 from media.plugin import NAME, MediaAnchor
 from media.rtp import rtp_packet
-from tests.trial.media.support import FakeUDPReactor
+from tests.trial.media.support import FakeUDPReactor, Sent
 
 RELAY = "198.51.100.1"
 
@@ -36,6 +36,20 @@ def media_of(body: bytes) -> tuple[str, int]:
     connection = sdp.media[0].connection or sdp.connection
     assert connection is not None
     return connection.address, sdp.media[0].port
+
+
+def rtp_both_ways(reactor: FakeUDPReactor, to_a: tuple[str, int], a_media: tuple[str, int],
+                  to_b: tuple[str, int], b_media: tuple[str, int], count: int,
+                  b_ssrc: int) -> list[Sent]:
+    """What the relay sends while each of two parties sends it C{count} RTP
+    packets: A from C{a_media} to the relay's C{to_a} (SSRC C{0xA11CE}), B
+    from C{b_media} to C{to_b} (SSRC C{b_ssrc}); what was sent before is
+    dropped first."""
+    reactor.take()
+    for seq in range(count):
+        reactor.deliver(to_a[1], rtp_packet(0, seq, seq * 160, 0xA11CE, b"x" * 160), a_media)
+        reactor.deliver(to_b[1], rtp_packet(0, seq, seq * 160, b_ssrc, b"y" * 160), b_media)
+    return reactor.take()
 
 
 class AnchorTests(SynchronousTestCase):
@@ -79,13 +93,7 @@ class AnchorTests(SynchronousTestCase):
         self.assertTrue(40000 <= to_bob[1] <= 40099 and 40000 <= to_alice[1] <= 40099)
         alice_media = media_of(call.local_sdp)
         bob_media = media_of(incoming.local_sdp)
-        self.reactor.take()
-        for seq in range(5):
-            self.reactor.deliver(to_alice[1], rtp_packet(0, seq, seq * 160, 0xA11CE, b"x" * 160),
-                                 alice_media)
-            self.reactor.deliver(to_bob[1], rtp_packet(0, seq, seq * 160, 0xB0B, b"y" * 160),
-                                 bob_media)
-        sent = self.reactor.take()
+        sent = rtp_both_ways(self.reactor, to_alice, alice_media, to_bob, bob_media, 5, 0xB0B)
         self.assertEqual(sum(1 for s in sent if s.destination == bob_media), 5)
         self.assertEqual(sum(1 for s in sent if s.destination == alice_media), 5)
         self.assertGreater(self.backend.stats().ports_in_use, 0)
