@@ -729,3 +729,10 @@ class Call:
         else:
             self.data.setdefault("_waiters", []).append(d)
         return d
+
+    def forget_when_ended(self, d: Deferred[None]) -> None:
+        """Stop holding C{d}, a L{when_ended} Deferred its waiter no longer
+        needs (it will never fire); unknown ones are ignored."""
+        waiters = self.data.get("_waiters")
+        if waiters and d in waiters:
+            waiters.remove(d)

@@ -351,9 +351,8 @@ class Transfer:
         that the first call (which may go on for hours, and see many
         REFERs) does not keep every failed transfer and its call alive."""
         watch, self._watch = self._watch, None
-        waiters = self.call.data.get("_waiters")  # L{Call.when_ended}'s
-        if watch is not None and waiters and watch in waiters:
-            waiters.remove(watch)
+        if watch is not None:
+            self.call.forget_when_ended(watch)
 
     def _first_call_ended(self) -> None:
         """The first call ended (the transferee left): give the new call up."""

@@ -30,15 +30,12 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
+from media.call_recording import RECORDINGS, RECORDINGS_SETTLED, add_recording, add_recording_wait
 from media.server.call_watch import CallWatch, WatchedCall
 
 __all__ = ["RECORDINGS", "RECORDINGS_SETTLED", "SETTLE_TIMEOUT", "SOURCE",
            "RecordingHandover"]
 
-#: The C{call.data} key of the call's recordings (every producer's).
-RECORDINGS = "recordings"
-#: The C{call.data} key of the list of Deferreds the CDR waits for.
-RECORDINGS_SETTLED = "recordings_settled"
 #: The C{source} of the entries made here.
 SOURCE = "media_server"
 #: Seconds a switch call waits for the end of its media server call.
@@ -71,18 +68,23 @@ class RecordingHandover:
         self._watch = watch
         self.timeout = timeout
         self._expected: dict[str, _Expected] = {}
+        #: the media server Call-IDs expected, by switch call (its C{id()}),
+        #: so that a switch call's end looks only at its own legs
+        self._by_call: dict[int, list[str]] = {}
         watch.on_end(self._media_call_ended)
 
     def expect(self, call_id: str, call: Any) -> None:
         """The switch's C{call} sends a leg with this Call-ID to the media server."""
         if call_id not in self._expected:
             self._expected[call_id] = _Expected(call)
+            self._by_call.setdefault(id(call), []).append(call_id)
 
     def call_ended(self, call: Any) -> None:
         """The switch's C{call} ended: make its CDR wait for the recordings
         of its media server calls that are still up."""
-        mine = [(call_id, expected) for call_id, expected in self._expected.items()
-                if expected.call is call]
+        mine = [(call_id, expected) for call_id in self._by_call.pop(id(call), ())
+                if (expected := self._expected.get(call_id)) is not None
+                and expected.call is call]
         if not mine:
             return
         live = {watched.call_id for watched in list(self._watch.live.values())}
@@ -92,7 +94,7 @@ class RecordingHandover:
                 continue
             waiter: Deferred[list[dict[str, Any]]] = Deferred()
             expected.waiters.append(waiter)
-            call.data.setdefault(RECORDINGS_SETTLED, []).append(waiter)
+            add_recording_wait(call, waiter)
             if expected.timer is None:
                 expected.timer = self._clock.callLater(self.timeout, self._too_late, call_id)
 
@@ -100,6 +102,7 @@ class RecordingHandover:
         """Release every wait (the media server stops)."""
         for call_id in list(self._expected):
             self._settle(call_id)
+        self._by_call.clear()
 
     def _media_call_ended(self, watched: WatchedCall) -> None:
         expected = self._expected.get(watched.call_id)
@@ -107,12 +110,10 @@ class RecordingHandover:
             return
         recordings = getattr(watched.media, "recordings", None)
         files = list(recordings.finished) if recordings is not None else []
-        entries = expected.call.data.setdefault(RECORDINGS, [])
         for recording in files:
-            entry = {"path": str(recording.path), "mode": str(recording.mode),
-                     "duration_ms": int(recording.duration_ms), "source": SOURCE}
-            entries.append(entry)
-            expected.added.append(entry)
+            add_recording(expected.call, str(recording.path), str(recording.mode),
+                          int(recording.duration_ms), SOURCE)
+            expected.added.append(expected.call.data[RECORDINGS][-1])
         expected.done = True
         if expected.waiters:  # the switch call ended already: this was the last word
             self._settle(watched.call_id)
